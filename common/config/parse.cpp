@@ -1,0 +1,151 @@
+// Entry points: TOML syntax first (one error, toml++ stops there), then every section read with all
+// of its errors collected, then the whole-config checks; errors come out in file order.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <system_error>
+#include <tuple>
+
+#include "common/config/load.hpp"
+#include "common/config/reader.hpp"
+#include "common/config/validate.hpp"
+
+namespace proxyd::config {
+
+namespace {
+
+using detail::Reader;
+
+constexpr std::string_view kTopKeys[] = {"server", "upstreams", "routes", "log"};
+constexpr std::string_view kTopLater[] = {"tls",         "auth",    "rate_limits", "cache",
+                                          "compression", "metrics", "admin"};
+constexpr std::string_view kLogKeys[] = {"level", "format", "error_log", "access_log"};
+constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error"};
+constexpr std::string_view kFormats[] = {"json", "text"};
+
+// Bigger than any sane config; stops `-c /dev/zero` from eating memory.
+constexpr std::size_t kMaxFileSize = 16 * 1024 * 1024;
+
+LogLevel to_level(std::string_view name) {
+    if (name == "trace") return LogLevel::Trace;
+    if (name == "debug") return LogLevel::Debug;
+    if (name == "warn") return LogLevel::Warn;
+    if (name == "error") return LogLevel::Error;
+    return LogLevel::Info;
+}
+
+void parse_log(Reader& r, const toml::node& node, LogSection& out) {
+    const toml::table* log = r.table(node, "log");
+    if (log == nullptr) return;
+    r.check_keys(*log, "in [log]", kLogKeys);
+    if (const toml::node* n = log->get("level")) {
+        if (const auto level = r.choice(*n, "level", kLevels)) out.level = to_level(*level);
+    }
+    if (const toml::node* n = log->get("format")) {
+        if (const auto format = r.choice(*n, "format", kFormats)) {
+            out.format = *format == "text" ? LogFormat::Text : LogFormat::Json;
+        }
+    }
+    if (const toml::node* n = log->get("error_log")) {
+        // "" would silently lose every error message; stderr must be asked for as "-".
+        if (auto path = r.nonempty_string(*n, "error_log")) out.error_log = std::move(*path);
+    }
+    r.read(*log, "access_log", out.access_log);
+}
+
+void parse_document(Reader& r, const toml::table& root, Config& config) {
+    r.check_keys(root, "at the top level", kTopKeys, kTopLater);
+    if (const toml::node* server = root.get("server")) {
+        detail::parse_server(r, *server, config.server);
+    } else {
+        r.error(SourceLoc{}, "missing required table [server] (with \"listen\")");
+    }
+    if (const toml::node* n = root.get("upstreams"))
+        detail::parse_upstreams(r, *n, config.upstreams);
+    if (const toml::node* n = root.get("routes")) detail::parse_routes(r, *n, config.routes);
+    if (const toml::node* n = root.get("log")) parse_log(r, *n, config.log);
+}
+
+LoadResult finish(Config config, std::vector<ConfigError> errors) {
+    std::stable_sort(errors.begin(), errors.end(), [](const ConfigError& a, const ConfigError& b) {
+        return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+    });
+    LoadResult result;
+    if (errors.empty()) result.config = std::move(config);
+    result.errors = std::move(errors);
+    return result;
+}
+
+LoadResult load(std::string_view text, const std::string& source_name) {
+    toml::table root;
+    try {
+        root = toml::parse(text, std::string_view(source_name));
+    } catch (const toml::parse_error& e) {
+        const auto& begin = e.source().begin;
+        return finish(Config{},
+                      {ConfigError{source_name, static_cast<int>(begin.line),
+                                   static_cast<int>(begin.column), std::string(e.description())}});
+    }
+    Config config;
+    config.file = source_name;
+    Reader reader(source_name);
+    parse_document(reader, root, config);
+    detail::validate(config, reader.errors());
+    return finish(std::move(config), std::move(reader.errors()));
+}
+
+LoadResult single_error(const std::string& file, std::string message) {
+    LoadResult result;
+    result.errors.push_back(ConfigError{file, 0, 0, std::move(message)});
+    return result;
+}
+
+// The whole file, or nullopt with `error` set (the reason as strerror words it).
+std::optional<std::string> read_file(const std::string& path, std::string& error) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        error = std::generic_category().message(errno);
+        return std::nullopt;
+    }
+    std::string data;
+    char buf[65536];
+    for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) error = std::generic_category().message(errno);
+        if (n <= 0) break;
+        data.append(buf, static_cast<std::size_t>(n));
+        if (data.size() > kMaxFileSize) {
+            error = "file is larger than " + std::to_string(kMaxFileSize >> 20) + " MiB";
+            break;
+        }
+    }
+    ::close(fd);
+    if (!error.empty()) return std::nullopt;
+    return data;
+}
+
+}  // namespace
+
+LoadResult load_string(std::string_view toml_text, const std::string& source_name) {
+    try {
+        return load(toml_text, source_name);
+    } catch (const std::exception& e) {
+        // Only allocation failure can get here; callers are promised a result, not a throw.
+        return single_error(source_name, std::string("internal error: ") + e.what());
+    }
+}
+
+LoadResult load_file(const std::string& path) {
+    try {
+        std::string error;
+        const auto text = read_file(path, error);
+        if (!text) return single_error(path, "cannot read: " + error);
+        return load_string(*text, path);
+    } catch (const std::exception& e) {
+        return single_error(path, std::string("internal error: ") + e.what());
+    }
+}
+
+}  // namespace proxyd::config

@@ -1,0 +1,170 @@
+// [[routes]]: what a request must look like (path, host, method) and where it goes.
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "common/config/reader.hpp"
+#include "common/config/text.hpp"
+
+namespace proxyd::config::detail {
+
+namespace {
+
+constexpr std::string_view kRouteKeys[] = {"path",    "path_exact", "host",
+                                           "methods", "upstream",   "strip_prefix"};
+constexpr std::string_view kRouteLater[] = {"auth_required",     "roles",       "rate_limit",
+                                            "websocket_balance", "sse_balance", "cors",
+                                            "protocol",          "cache",       "compress"};
+constexpr std::string_view kWhere = "in [[routes]]";
+
+// Why `path` cannot be matched against request targets, or "" when it can.
+std::string path_problem(std::string_view path) {
+    if (path.empty() || path[0] != '/') return "must start with \"/\"";
+    if (path.find_first_of("?#") != std::string_view::npos) {
+        return "must not contain a query or fragment";
+    }
+    const bool control = std::any_of(path.begin(), path.end(), [](char ch) {
+        const auto c = static_cast<unsigned char>(ch);
+        return c <= 0x20 || c == 0x7f;
+    });
+    return control ? "must not contain spaces or control characters" : "";
+}
+
+// "/api", "/api/" and "/api/*" all mean the segment prefix "/api"; "/" and "/*" mean everything.
+std::string normalise_prefix(std::string_view path) {
+    std::string out(path);
+    if (out.ends_with("/*")) out.pop_back();
+    while (!out.empty() && out.back() == '/') out.pop_back();
+    return out;
+}
+
+void parse_prefix(Reader& r, const toml::node& node, Route& out) {
+    const auto path = r.string(node, "path");
+    if (!path) return;
+    if (const std::string problem = path_problem(*path); !problem.empty()) {
+        r.error(node, "\"path\" " + problem + ", got " + quote(*path));
+        return;
+    }
+    std::string prefix = normalise_prefix(*path);
+    if (prefix.find('*') != std::string::npos) {
+        r.error(node, "\"*\" is only allowed as a final \"/*\" in \"path\", got " + quote(*path));
+        return;
+    }
+    out.path = std::move(prefix);
+}
+
+void parse_exact(Reader& r, const toml::node& node, Route& out) {
+    const auto path = r.string(node, "path_exact");
+    if (!path) return;
+    if (const std::string problem = path_problem(*path); !problem.empty()) {
+        r.error(node, "\"path_exact\" " + problem + ", got " + quote(*path));
+        return;
+    }
+    out.path = *path;
+    out.exact = true;
+}
+
+void parse_paths(Reader& r, const toml::table& route, Route& out) {
+    const toml::node* prefix = route.get("path");
+    const toml::node* exact = route.get("path_exact");
+    if (prefix != nullptr && exact != nullptr) {
+        r.error(*exact, "a route has \"path\" or \"path_exact\", not both");
+        return;
+    }
+    if (prefix != nullptr) parse_prefix(r, *prefix, out);
+    if (exact != nullptr) parse_exact(r, *exact, out);
+}
+
+bool valid_host_name(std::string_view name) {
+    return !name.empty() && std::all_of(name.begin(), name.end(), [](char ch) {
+        const auto c = static_cast<unsigned char>(ch);
+        return std::isalnum(c) || c == '-' || c == '.' || c == '_';
+    });
+}
+
+// Why `host` (already lower-case) cannot match a Host header, or "" when it can.
+std::string host_problem(const std::string& host) {
+    if (host.front() == '[' && host.back() == ']') {
+        in6_addr addr{};
+        const std::string literal = host.substr(1, host.size() - 2);
+        return inet_pton(AF_INET6, literal.c_str(), &addr) == 1 ? ""
+                                                                : "is not a valid IPv6 literal";
+    }
+    if (host.find(':') != std::string::npos) {
+        return "must not include a port (the port of Host is ignored)";
+    }
+    if (host.find('*') != std::string::npos) {
+        const bool wildcard = host.starts_with("*.") && valid_host_name(host.substr(2));
+        return wildcard ? "" : "may use \"*\" only as a first label, as in \"*.example.com\"";
+    }
+    return valid_host_name(host) ? "" : "contains a character not allowed in a host name";
+}
+
+void parse_host(Reader& r, const toml::node& node, Route& out) {
+    const auto text = r.nonempty_string(node, "host");
+    if (!text) return;
+    std::string host = lower(*text);
+    if (const std::string problem = host_problem(host); !problem.empty()) {
+        r.error(node, "route host " + quote(*text) + " " + problem);
+        return;
+    }
+    out.host = std::move(host);
+}
+
+void parse_methods(Reader& r, const toml::node& node, Route& out) {
+    const auto items = r.strings(node, "methods");
+    if (!items) return;
+    if (node.as_array()->empty()) {
+        r.error(node, "\"methods\" must not be empty; leave it out to match every method");
+        return;
+    }
+    for (const StringItem& item : *items) {
+        if (is_token(item.value)) {
+            out.methods.push_back(upper(item.value));
+        } else {
+            r.error(*item.node, "invalid method " + quote(item.value));
+        }
+    }
+}
+
+void parse_upstream_ref(Reader& r, const toml::table& route, Route& out) {
+    if (!r.require(route, "upstream", kWhere)) return;
+    const toml::node& node = *route.get("upstream");
+    out.upstream_loc = loc_of(node);
+    if (auto name = r.nonempty_string(node, "upstream")) out.upstream = std::move(*name);
+}
+
+void parse_route(Reader& r, const toml::node& node, Route& out) {
+    const toml::table* route = node.as_table();
+    if (route == nullptr) {
+        r.wrong_type(node, "a table", "routes");
+        return;
+    }
+    out.loc = loc_of(node);
+    r.check_keys(*route, kWhere, kRouteKeys, kRouteLater);
+    parse_paths(r, *route, out);
+    if (const toml::node* host = route->get("host")) parse_host(r, *host, out);
+    if (const toml::node* methods = route->get("methods")) parse_methods(r, *methods, out);
+    parse_upstream_ref(r, *route, out);
+    r.read(*route, "strip_prefix", out.strip_prefix);
+}
+
+}  // namespace
+
+void parse_routes(Reader& r, const toml::node& node, std::vector<Route>& out) {
+    const toml::array* routes = node.as_array();
+    if (routes == nullptr) {
+        const bool single = node.is_table();
+        r.wrong_type(node, "an array of tables", "routes");
+        if (single) r.errors().back().message += " (write [[routes]], not [routes])";
+        return;
+    }
+    for (const toml::node& element : *routes) {
+        Route route;
+        parse_route(r, element, route);
+        out.push_back(std::move(route));
+    }
+}
+
+}  // namespace proxyd::config::detail

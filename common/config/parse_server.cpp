@@ -1,0 +1,202 @@
+// [server] and its sub-tables.
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/config/reader.hpp"
+#include "common/config/text.hpp"
+#include "common/config/units.hpp"
+
+namespace proxyd::config::detail {
+
+namespace {
+
+constexpr std::string_view kServerKeys[] = {"listen",         "workers",         "control_socket",
+                                            "pid_file",       "max_connections", "shutdown_timeout",
+                                            "real_ip_header", "trusted_proxies", "timeouts",
+                                            "limits",         "response_headers"};
+constexpr std::string_view kServerLater[] = {"user", "group", "proxy_protocol", "state_file",
+                                             "h2c"};
+constexpr std::string_view kTimeoutKeys[] = {
+    "header",        "body",       "keepalive", "upstream_connect", "upstream_response",
+    "upstream_idle", "tunnel_idle"};
+constexpr std::string_view kLimitKeys[] = {"max_header_size", "max_body_size", "max_uri_size"};
+
+// The proxy writes these itself (framing, connection handling); a fixed value would corrupt
+// responses.
+constexpr std::string_view kManagedHeaders[] = {
+    "connection", "content-length", "transfer-encoding", "keep-alive", "upgrade",
+    "te",         "trailer",        "proxy-connection"};
+
+bool in(std::span<const std::string_view> set, std::string_view name) {
+    return std::find(set.begin(), set.end(), name) != set.end();
+}
+
+void parse_listen(Reader& r, const toml::table& server, ServerSection& out) {
+    if (!r.require(server, "listen", "in [server]")) return;
+    const toml::node& node = *server.get("listen");
+    const auto items = r.strings(node, "listen");
+    if (!items) return;
+    if (node.as_array()->empty()) {
+        r.error(node, "\"listen\" needs at least one address, e.g. [\"0.0.0.0:8080\"]");
+        return;
+    }
+    for (const StringItem& item : *items) {
+        SocketAddress address;
+        address.loc = loc_of(*item.node);
+        std::string message;
+        if (parse_socket_address(item.value, address, message)) {
+            out.listen.push_back(std::move(address));
+        } else {
+            r.error(*item.node, "\"listen\": " + message);
+        }
+    }
+}
+
+int online_cpus() {
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : static_cast<int>(std::min<long>(n, INT_MAX));
+}
+
+void parse_workers(Reader& r, const toml::table& server, ServerSection& out) {
+    const toml::node* node = server.get("workers");
+    if (node == nullptr) return;
+    if (const auto* s = node->as_string()) {
+        if (s->get() == "auto") {
+            out.workers = online_cpus();
+            out.workers_auto = true;
+        } else {
+            r.error(*node,
+                    "\"workers\" must be an integer >= 1 or \"auto\", got " + quote(s->get()));
+        }
+        return;
+    }
+    if (!node->is_integer()) {
+        r.wrong_type(*node, "an integer or \"auto\"", "workers");
+        return;
+    }
+    if (auto v = r.integer(*node, "workers", 1, INT_MAX)) out.workers = static_cast<int>(*v);
+}
+
+void parse_control_socket(Reader& r, const toml::table& server, ServerSection& out) {
+    const toml::node* node = server.get("control_socket");
+    if (node == nullptr) return;
+    auto path = r.nonempty_string(*node, "control_socket");
+    if (!path) return;
+    if (path->size() >= sizeof(sockaddr_un{}.sun_path)) {
+        r.error(*node, "\"control_socket\" path is too long for a Unix socket (at most " +
+                           std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes)");
+        return;
+    }
+    out.control_socket = std::move(*path);
+}
+
+void parse_real_ip(Reader& r, const toml::table& server, ServerSection& out) {
+    if (const toml::node* node = server.get("real_ip_header")) {
+        auto name = r.string(*node, "real_ip_header");
+        if (name && !name->empty() && !is_token(*name)) {
+            r.error(*node, "\"real_ip_header\" must be a valid header name, got " + quote(*name));
+        } else if (name) {
+            out.real_ip_header = std::move(*name);
+        }
+    }
+    const toml::node* node = server.get("trusted_proxies");
+    if (node == nullptr) return;
+    const auto items = r.strings(*node, "trusted_proxies");
+    if (!items) return;
+    for (const StringItem& item : *items) {
+        Cidr cidr;
+        std::string message;
+        if (parse_cidr(item.value, cidr, message)) {
+            out.trusted_proxies.push_back(std::move(cidr));
+        } else {
+            r.error(*item.node, "\"trusted_proxies\": " + message);
+        }
+    }
+}
+
+void parse_timeouts(Reader& r, const toml::node& node, Timeouts& out) {
+    const toml::table* t = r.table(node, "timeouts");
+    if (t == nullptr) return;
+    r.check_keys(*t, "in [server.timeouts]", kTimeoutKeys);
+    r.read_duration(*t, "header", out.header, false);
+    r.read_duration(*t, "body", out.body, false);
+    r.read_duration(*t, "keepalive", out.keepalive, false);
+    r.read_duration(*t, "upstream_connect", out.upstream_connect, false);
+    r.read_duration(*t, "upstream_response", out.upstream_response, false);
+    r.read_duration(*t, "upstream_idle", out.upstream_idle, false);
+    r.read_duration(*t, "tunnel_idle", out.tunnel_idle, false);
+}
+
+void parse_limits(Reader& r, const toml::node& node, Limits& out) {
+    const toml::table* t = r.table(node, "limits");
+    if (t == nullptr) return;
+    r.check_keys(*t, "in [server.limits]", kLimitKeys);
+    r.read_size(*t, "max_header_size", out.max_header_size);
+    r.read_size(*t, "max_body_size", out.max_body_size);
+    r.read_size(*t, "max_uri_size", out.max_uri_size);
+}
+
+bool valid_header_value(std::string_view value) {
+    return std::none_of(value.begin(), value.end(), [](char ch) {
+        const auto c = static_cast<unsigned char>(ch);
+        return (c < 0x20 && c != '\t') || c == 0x7f;
+    });
+}
+
+void parse_response_header(Reader& r, const toml::key& key, const toml::node& value,
+                           ServerSection& out) {
+    const std::string_view name = key.str();
+    if (!value.is_string() && (in(kServerKeys, name) || in(kServerLater, name))) {
+        // TOML puts every key after a table header into that table: an easy slip here.
+        r.error(loc_of(key), quote(name) +
+                                 " is a [server] option but is written inside "
+                                 "[server.response_headers]; move it above that table header");
+        return;
+    }
+    if (!is_token(name)) {
+        r.error(loc_of(key),
+                "invalid header name " + quote(name) + " in [server.response_headers]");
+        return;
+    }
+    if (in(kManagedHeaders, lower(name))) {
+        r.error(loc_of(key), "header " + quote(name) +
+                                 " is managed by the proxy and cannot be set in "
+                                 "[server.response_headers]");
+        return;
+    }
+    auto text = r.string(value, name);
+    if (!text) return;
+    if (!valid_header_value(*text)) {
+        r.error(value, "value of header " + quote(name) + " contains a control character");
+        return;
+    }
+    out.response_headers.emplace_back(std::string(name), std::move(*text));
+}
+
+void parse_response_headers(Reader& r, const toml::node& node, ServerSection& out) {
+    const toml::table* t = r.table(node, "response_headers");
+    if (t == nullptr) return;
+    for (auto&& [key, value] : *t) parse_response_header(r, key, value, out);
+}
+
+}  // namespace
+
+void parse_server(Reader& r, const toml::node& node, ServerSection& out) {
+    const toml::table* server = r.table(node, "server");
+    if (server == nullptr) return;
+    r.check_keys(*server, "in [server]", kServerKeys, kServerLater);
+    parse_listen(r, *server, out);
+    parse_workers(r, *server, out);
+    parse_control_socket(r, *server, out);
+    r.read(*server, "pid_file", out.pid_file);
+    r.read(*server, "max_connections", out.max_connections, 1);
+    r.read_duration(*server, "shutdown_timeout", out.shutdown_timeout, true);
+    parse_real_ip(r, *server, out);
+    if (const toml::node* n = server->get("timeouts")) parse_timeouts(r, *n, out.timeouts);
+    if (const toml::node* n = server->get("limits")) parse_limits(r, *n, out.limits);
+    if (const toml::node* n = server->get("response_headers")) {
+        parse_response_headers(r, *n, out);
+    }
+}
+
+}  // namespace proxyd::config::detail

@@ -1,0 +1,117 @@
+// Plain configuration structs: parsed once from TOML (parse.cpp), validated whole (validate.cpp),
+// then read-only for the life of a worker generation. No logic lives here.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace proxyd::config {
+
+using Millis = std::chrono::milliseconds;
+
+// Where a value came from, for FILE:LINE:COLUMN messages.
+struct SourceLoc {
+    int line = 0;
+    int column = 0;
+};
+
+// A resolved "host:port" (numeric IPv4 or IPv6; "[::1]:80" for IPv6).
+struct SocketAddress {
+    std::string text;  // as written in the config, e.g. "127.0.0.1:8080"
+    sockaddr_storage storage{};
+    socklen_t length = 0;
+    SourceLoc loc;
+};
+
+struct Cidr {
+    std::string text;
+    int family = AF_INET;       // AF_INET or AF_INET6
+    unsigned char bytes[16]{};  // network address, in network order
+    int prefix_len = 0;
+};
+
+struct Timeouts {
+    Millis header{10'000};
+    Millis body{30'000};
+    Millis keepalive{60'000};
+    Millis upstream_connect{2'000};
+    Millis upstream_response{30'000};
+    Millis upstream_idle{60'000};
+    Millis tunnel_idle{3'600'000};
+};
+
+struct Limits {
+    std::size_t max_header_size = 16 * 1024;
+    std::size_t max_body_size = 10 * 1024 * 1024;
+    std::size_t max_uri_size = 8 * 1024;
+};
+
+struct ServerSection {
+    std::vector<SocketAddress> listen;
+    int workers = 1;  // already resolved when workers = "auto"
+    bool workers_auto = false;
+    std::string control_socket = "/run/proxyd/proxyd.sock";
+    std::string pid_file;  // empty = none
+    int max_connections = 10000;
+    Millis shutdown_timeout{30'000};
+    std::string real_ip_header;  // empty = off
+    std::vector<Cidr> trusted_proxies;
+    Timeouts timeouts;
+    Limits limits;
+    std::vector<std::pair<std::string, std::string>> response_headers;  // sorted by name
+};
+
+enum class Balance { RoundRobin };
+
+struct UpstreamServer {
+    std::string id;  // defaults to address text
+    SocketAddress address;
+    int weight = 1;
+    SourceLoc id_loc;  // where the id (or, without one, the address) is written
+};
+
+struct Upstream {
+    std::string name;
+    Balance balance = Balance::RoundRobin;
+    int keepalive = 32;  // idle pooled connections per worker per server
+    std::vector<UpstreamServer> servers;
+    SourceLoc loc;
+};
+
+struct Route {
+    std::string path;    // normalised segment prefix without trailing "/" or "/*" ("" = all)
+    bool exact = false;  // path_exact: path must equal `path`
+    std::string host;    // empty = any; lower-case; "*.example.com" for a wildcard
+    std::vector<std::string> methods;  // empty = any; upper-case
+    std::string upstream;
+    SourceLoc upstream_loc;          // of the `upstream` value, for "not defined" errors
+    std::size_t upstream_index = 0;  // into Config::upstreams, set by validation
+    bool strip_prefix = false;
+    SourceLoc loc;
+};
+
+enum class LogLevel { Trace, Debug, Info, Warn, Error };
+enum class LogFormat { Json, Text };
+
+struct LogSection {
+    LogLevel level = LogLevel::Info;
+    LogFormat format = LogFormat::Json;
+    std::string error_log = "-";  // "-" = stderr
+    std::string access_log;       // "" = off; "-" = stdout
+};
+
+struct Config {
+    std::string file;  // the path it was read from
+    ServerSection server;
+    std::vector<Upstream> upstreams;  // sorted by name
+    std::vector<Route> routes;        // file order: first match wins
+    LogSection log;
+};
+
+}  // namespace proxyd::config

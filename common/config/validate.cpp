@@ -1,0 +1,74 @@
+#include "common/config/validate.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/config/text.hpp"
+
+namespace proxyd::config::detail {
+
+namespace {
+
+void add(std::vector<ConfigError>& errors, const Config& config, SourceLoc where,
+         std::string message) {
+    errors.push_back(ConfigError{config.file, where.line, where.column, std::move(message)});
+}
+
+// Same family, address and port: binding both would fail (or, with SO_REUSEPORT, silently split
+// the traffic between two sockets of one worker).
+bool same_endpoint(const SocketAddress& a, const SocketAddress& b) {
+    return a.length == b.length && std::memcmp(&a.storage, &b.storage, a.length) == 0;
+}
+
+void check_listen(const Config& config, std::vector<ConfigError>& errors) {
+    const auto& listen = config.server.listen;
+    for (std::size_t i = 0; i < listen.size(); ++i) {
+        const bool seen =
+            std::any_of(listen.begin(), listen.begin() + static_cast<long>(i),
+                        [&](const SocketAddress& a) { return same_endpoint(a, listen[i]); });
+        if (seen)
+            add(errors, config, listen[i].loc, "duplicate listen address " + quote(listen[i].text));
+    }
+}
+
+void check_server_ids(const Config& config, const Upstream& upstream,
+                      std::vector<ConfigError>& errors) {
+    const auto& servers = upstream.servers;
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+        const auto first =
+            std::find_if(servers.begin(), servers.begin() + static_cast<long>(i),
+                         [&](const UpstreamServer& s) { return s.id == servers[i].id; });
+        if (first == servers.begin() + static_cast<long>(i)) continue;
+        add(errors, config, servers[i].id_loc,
+            "duplicate server id " + quote(servers[i].id) + " in [upstreams." + upstream.name +
+                "] (first at line " + std::to_string(first->id_loc.line) + ", column " +
+                std::to_string(first->id_loc.column) + "); give each server a distinct \"id\"");
+    }
+}
+
+void resolve_route(const Config& config, Route& route, std::vector<ConfigError>& errors) {
+    if (route.upstream.empty()) return;  // missing or invalid: already reported
+    const auto& ups = config.upstreams;
+    const auto it =
+        std::lower_bound(ups.begin(), ups.end(), route.upstream,
+                         [](const Upstream& u, const std::string& name) { return u.name < name; });
+    if (it != ups.end() && it->name == route.upstream) {
+        route.upstream_index = static_cast<std::size_t>(it - ups.begin());
+        return;
+    }
+    std::vector<std::string_view> names;
+    for (const Upstream& u : ups) names.push_back(u.name);
+    add(errors, config, route.upstream_loc,
+        "route upstream " + quote(route.upstream) + " is not defined" +
+            did_you_mean(route.upstream, names));
+}
+
+}  // namespace
+
+void validate(Config& config, std::vector<ConfigError>& errors) {
+    check_listen(config, errors);
+    for (const Upstream& upstream : config.upstreams) check_server_ids(config, upstream, errors);
+    for (Route& route : config.routes) resolve_route(config, route, errors);
+}
+
+}  // namespace proxyd::config::detail

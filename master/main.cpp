@@ -1,0 +1,76 @@
+// proxyd: check a config (-t), or run the master in the foreground.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "common/config/load.hpp"
+#include "common/log.hpp"
+#include "master/master.hpp"
+
+namespace {
+
+constexpr const char* kDefaultConfig = "/etc/proxyd/proxyd.toml";
+
+void usage(FILE* out) {
+    std::fprintf(out,
+                 "usage: proxyd [-c FILE] [-t] [--version]\n"
+                 "  -c FILE     configuration file (default %s)\n"
+                 "  -t          check the configuration and exit (0 valid, 1 invalid)\n"
+                 "  --version   print the version and exit\n",
+                 kDefaultConfig);
+}
+
+void print_errors(const proxyd::config::LoadResult& result) {
+    for (const auto& error : result.errors) std::fprintf(stderr, "%s\n", error.format().c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string config_path = kDefaultConfig;
+    bool check_only = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "-c" && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (arg == "-t") {
+            check_only = true;
+        } else if (arg == "--version" || arg == "-v") {
+            std::printf("proxyd %s\n", PROXYD_VERSION);
+            return 0;
+        } else if (arg == "-h" || arg == "--help") {
+            usage(stdout);
+            return 0;
+        } else {
+            std::fprintf(stderr, "proxyd: unknown argument \"%s\"\n", arg.c_str());
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    auto result = proxyd::config::load_file(config_path);
+    if (!result.config) {
+        print_errors(result);
+        std::fprintf(stderr, "%s: configuration invalid (%zu error%s)\n", config_path.c_str(),
+                     result.errors.size(), result.errors.size() == 1 ? "" : "s");
+        return 1;
+    }
+    if (check_only) {
+        std::printf("%s: configuration ok\n", config_path.c_str());
+        return 0;
+    }
+    std::string error;
+    if (!proxyd::log::setup_error_log(result.config->log, "master", error)) {
+        std::fprintf(stderr, "proxyd: error log %s: %s\n", result.config->log.error_log.c_str(),
+                     error.c_str());
+        return 1;
+    }
+    proxyd::master::Master master(std::move(*result.config));
+    int status = master.run();
+    proxyd::log::shutdown();
+    return status;
+}

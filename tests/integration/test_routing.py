@@ -1,0 +1,137 @@
+"""Routing (path prefix/exact, host, methods, order, strip_prefix), 404, round robin, pooling."""
+
+import harness
+from harness import assert_error
+
+
+def _setup(t, routes, n=2, **cfg):
+    """Backends a, b, c... each alone in upstream of the same name; returns (proxy, backends)."""
+    names = "abcdef"[:n]
+    bes = {x: t.backend(x) for x in names}
+    ups = {x: {"servers": [{"address": bes[x].address}]} for x in names}
+    px = t.proxy(harness.merge({"upstreams": ups, "routes": routes}, cfg))
+    return px, bes
+
+
+def _who(px, path, **kw):
+    r = px.request(kw.pop("method", "GET"), path, **kw)
+    return r.header("X-Backend") if r.status == 200 else r.status
+
+
+def test_route_path_segment_prefix(t):
+    px, _ = _setup(t, [{"path": "/api", "upstream": "a"}, {"path": "/", "upstream": "b"}])
+    for p in ("/api", "/api/", "/api/x", "/api/x/y", "/api?q=1", "/api/?q=1"):
+        assert _who(px, p) == "a", p
+    for p in ("/apix", "/apix/y", "/ap", "/", "/other/api"):
+        assert _who(px, p) == "b", p
+
+
+def test_route_path_forms_equivalent(t):
+    """"/api", "/api/" and "/api/*" all match /api, /api/, /api/x but never /apix."""
+    px, _ = _setup(t, [{"path": "/one/", "upstream": "a"}, {"path": "/two/*", "upstream": "a"},
+                       {"path": "/three", "upstream": "a"}, {"path": "/", "upstream": "b"}])
+    for base in ("/one", "/two", "/three"):
+        for p in (base, base + "/", base + "/x"):
+            assert _who(px, p) == "a", p
+        assert _who(px, base + "x") == "b", base + "x"
+
+
+def test_route_no_match_404(t):
+    px, _ = _setup(t, [{"path": "/api", "upstream": "a"}], n=1)
+    r = px.get("/apix")
+    assert_error(r, 404)
+    r = px.get("/nothing", headers={"X-Request-Id": "my-id.404"})
+    data = assert_error(r, 404)
+    assert data["request_id"] == "my-id.404"
+
+
+def test_route_path_exact(t):
+    px, _ = _setup(t, [{"path_exact": "/x", "upstream": "a"}, {"path": "/", "upstream": "b"}])
+    assert _who(px, "/x") == "a"
+    assert _who(px, "/x?q=1") == "a"
+    for p in ("/x/", "/x/y", "/xy"):
+        assert _who(px, p) == "b", p
+
+
+def test_route_host_exact_and_wildcard(t):
+    px, _ = _setup(t, [{"path": "/", "host": "api.example.com", "upstream": "a"},
+                       {"path": "/", "host": "*.example.com", "upstream": "b"},
+                       {"path": "/", "upstream": "c"}], n=3)
+    assert _who(px, "/", host="api.example.com") == "a"
+    assert _who(px, "/", host="api.example.com:8080") == "a", "port of Host must be ignored"
+    assert _who(px, "/", host="www.example.com") == "b"
+    assert _who(px, "/", host="www.example.com:81") == "b"
+    assert _who(px, "/", host="example.com") == "c"
+    assert _who(px, "/", host="wwwexample.com") == "c"
+    assert _who(px, "/", host="other.test") == "c"
+
+
+def test_route_host_case_insensitive(t):
+    px, _ = _setup(t, [{"path": "/", "host": "api.example.com", "upstream": "a"},
+                       {"path": "/", "upstream": "b"}])
+    assert _who(px, "/", host="API.Example.COM") == "a"
+
+
+def test_route_host_no_fallback_404(t):
+    px, _ = _setup(t, [{"path": "/", "host": "api.example.com", "upstream": "a"}], n=1)
+    assert_error(px.get("/", host="other.example.com"), 404)
+
+
+def test_route_methods(t):
+    px, _ = _setup(t, [{"path": "/m", "methods": ["GET", "POST"], "upstream": "a"},
+                       {"path": "/", "upstream": "b"}])
+    assert _who(px, "/m") == "a"
+    assert _who(px, "/m", method="POST", body=b"x") == "a"
+    assert _who(px, "/m", method="DELETE") == "b"
+    assert _who(px, "/m", method="PUT", body=b"x") == "b"
+
+
+def test_route_methods_no_fallback_404(t):
+    px, _ = _setup(t, [{"path": "/", "methods": ["GET"], "upstream": "a"}], n=1)
+    assert _who(px, "/") == "a"
+    assert_error(px.request("DELETE", "/"), 404)
+
+
+def test_route_first_match_wins(t):
+    px, _ = _setup(t, [{"path": "/", "upstream": "a"}, {"path": "/api", "upstream": "b"}])
+    assert _who(px, "/api/x") == "a"
+
+
+def test_route_strip_prefix(t):
+    px, bes = _setup(t, [{"path": "/api", "upstream": "a", "strip_prefix": True},
+                         {"path": "/keep", "upstream": "a"}], n=1)
+    cases = {"/api/x?q=1": "/x?q=1", "/api": "/", "/api/": "/", "/api?q=1": "/?q=1",
+             "/api/x/y": "/x/y", "/keep/x": "/keep/x"}
+    for sent, seen in cases.items():
+        r = px.get(sent)
+        assert r.status == 200, (sent, r)
+        assert r.json()["path"] == seen, "%s -> backend saw %s, expected %s" % (
+            sent, r.json()["path"], seen)
+
+
+def test_round_robin(t):
+    bes = [t.backend(n) for n in ("r1", "r2", "r3")]
+    px = t.proxy_to(*bes)
+    with px.conn() as c:
+        seq = [c.request("GET", "/echo").header("X-Backend") for _ in range(9)]
+    for i in range(0, 9, 3):
+        assert sorted(seq[i:i + 3]) == ["r1", "r2", "r3"], seq
+    assert [b.served for b in bes] == [3, 3, 3], seq
+    # separate client connections rotate as well
+    seq = [px.get("/echo").header("X-Backend") for _ in range(6)]
+    assert sorted(seq) == ["r1", "r1", "r2", "r2", "r3", "r3"], seq
+
+
+def test_upstream_connections_pooled(t):
+    be = t.backend()
+    px = t.proxy_to(be)
+    with px.conn() as c:
+        for i in range(40):
+            assert c.request("GET", "/echo?i=%d" % i).status == 200
+    assert be.served == 40
+    assert be.connections <= 2, "backend saw %d TCP connections for 40 requests" % be.connections
+    before = be.connections
+    for i in range(20):   # new client connection each time: the pool is per worker
+        assert px.get("/echo?j=%d" % i).status == 200
+    assert be.connections - before <= 2, (
+        "backend saw %d new connections for 20 sequential clients" % (be.connections - before))

@@ -1,0 +1,166 @@
+#include <doctest.h>
+
+#include <string>
+
+#include "worker/forward_headers.hpp"
+
+using namespace proxyd;
+using worker::Framing;
+
+namespace {
+
+http::Request parse(const std::string& text) {
+    http::Request request;
+    REQUIRE(http::parse_request(text.data(), text.size(), {}, request) == http::ParseStatus::Done);
+    return request;
+}
+
+http::Response parse_response(const std::string& text, bool head = false) {
+    http::Response response;
+    REQUIRE(http::parse_response(text.data(), text.size(), 65536, head, response) ==
+            http::ParseStatus::Done);
+    return response;
+}
+
+bool has_line(const std::string& head, const std::string& line) {
+    return head.find("\r\n" + line + "\r\n") != std::string::npos;
+}
+
+bool has_name(const std::string& head, const std::string& name) {
+    return head.find("\r\n" + name + ":") != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("upstream head: forwarding headers added, hop-by-hop removed") {
+    std::string text =
+        "POST /api/x?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nConnection: keep-alive, X-Hop\r\n"
+        "X-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n"
+        "Trailer: X-T\r\nUpgrade: h2c\r\nProxy-Authorization: Basic abc\r\n"
+        "X-Forwarded-For: 192.0.2.1\r\nX-Request-Id: client-id\r\nX-Real-IP: 6.6.6.6\r\n"
+        "Expect: 100-continue\r\nContent-Length: 5\r\nAccept: */*\r\n\r\n";
+    auto request = parse(text);
+    worker::UpstreamRequestInfo info;
+    info.path = "/x";
+    info.query = "q=1";
+    info.client_ip = "127.0.0.1";
+    info.real_ip = "127.0.0.1";
+    info.request_id = "client-id";
+    info.framing = Framing::ContentLength;
+    info.content_length = 5;
+    std::string head;
+    worker::build_upstream_request_head(request, info, head);
+
+    CHECK(head.rfind("POST /x?q=1 HTTP/1.1\r\n", 0) == 0);
+    CHECK(has_line(head, "Host: example.com:8080"));
+    CHECK(has_line(head, "X-Forwarded-For: 192.0.2.1, 127.0.0.1"));
+    CHECK(has_line(head, "X-Forwarded-Proto: http"));
+    CHECK(has_line(head, "X-Forwarded-Host: example.com:8080"));
+    CHECK(has_line(head, "X-Real-IP: 127.0.0.1"));
+    CHECK(has_line(head, "X-Request-Id: client-id"));
+    CHECK(has_line(head, "Content-Length: 5"));
+    CHECK(has_line(head, "Accept: */*"));
+    for (const char* name : {"Connection", "X-Hop", "Keep-Alive", "Proxy-Connection", "TE",
+                             "Trailer", "Upgrade", "Proxy-Authorization", "Expect"}) {
+        CHECK_MESSAGE(!has_name(head, name), name);
+    }
+    CHECK(head.find("6.6.6.6") == std::string::npos);
+    CHECK(head.size() > 4);
+    CHECK(head.substr(head.size() - 4) == "\r\n\r\n");
+}
+
+TEST_CASE("upstream head: chunked body re-framed, HTTP/1.0 without Host gets one") {
+    const std::string text = "GET / HTTP/1.0\r\nAccept: */*\r\n\r\n";  // views point into it
+    auto request = parse(text);
+    worker::UpstreamRequestInfo info;
+    info.path = "/";
+    info.client_ip = "127.0.0.1";
+    info.real_ip = "127.0.0.1";
+    info.request_id = "id";
+    info.default_host = "127.0.0.1:3000";
+    std::string head;
+    worker::build_upstream_request_head(request, info, head);
+    CHECK(head.rfind("GET / HTTP/1.1\r\n", 0) == 0);
+    CHECK(has_line(head, "Host: 127.0.0.1:3000"));
+    CHECK_FALSE(has_name(head, "X-Forwarded-Host"));
+
+    const std::string chunked_text =
+        "PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    auto chunked = parse(chunked_text);
+    info.framing = Framing::Chunked;
+    head.clear();
+    worker::build_upstream_request_head(chunked, info, head);
+    CHECK(has_line(head, "Transfer-Encoding: chunked"));
+    CHECK_FALSE(has_name(head, "Content-Length"));
+}
+
+TEST_CASE("client head: hop-by-hop removed, request id and configured headers added") {
+    const std::string text =
+        "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
+        "Transfer-Encoding: chunked\r\nX-Content-Type-Options: from-upstream\r\nX-Keep: yes\r\n\r\n";
+    auto response = parse_response(text);
+    worker::HeaderList extra = {{"X-Content-Type-Options", "nosniff"}};
+    worker::ClientResponseInfo info;
+    info.keep_alive = true;
+    info.request_id = "rid";
+    info.extra_headers = &extra;
+    bool keep_alive = true;
+    info.framing = worker::choose_client_framing(response, 1, keep_alive);
+    CHECK(info.framing == Framing::Chunked);
+    CHECK(keep_alive);
+    std::string head;
+    worker::build_client_response_head(response, info, head);
+    CHECK(head.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(has_line(head, "X-Keep: yes"));
+    CHECK(has_line(head, "X-Content-Type-Options: nosniff"));
+    CHECK(head.find("from-upstream") == std::string::npos);
+    CHECK(has_line(head, "X-Request-Id: rid"));
+    CHECK(has_line(head, "Transfer-Encoding: chunked"));
+    CHECK_FALSE(has_name(head, "X-Hop"));
+    CHECK_FALSE(has_name(head, "Keep-Alive"));
+    CHECK_FALSE(has_name(head, "Connection"));
+}
+
+TEST_CASE("client framing: HTTP/1.0 clients get close-delimited bodies") {
+    auto response = parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    bool keep_alive = true;
+    CHECK(worker::choose_client_framing(response, 0, keep_alive) == Framing::UntilClose);
+    CHECK_FALSE(keep_alive);
+    auto sized = parse_response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
+    keep_alive = true;
+    CHECK(worker::choose_client_framing(sized, 0, keep_alive) == Framing::ContentLength);
+    CHECK(keep_alive);
+}
+
+TEST_CASE("HEAD response keeps the representation's Content-Length") {
+    const std::string text = "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n";
+    auto response = parse_response(text, true);
+    worker::ClientResponseInfo info;
+    info.request_id = "r";
+    bool keep_alive = true;
+    info.framing = worker::choose_client_framing(response, 1, keep_alive);
+    CHECK(info.framing == Framing::None);
+    std::string head;
+    worker::build_client_response_head(response, info, head);
+    CHECK(has_line(head, "Content-Length: 1234"));
+}
+
+TEST_CASE("error response: JSON body with the request id, close when asked") {
+    worker::ClientResponseInfo info;
+    info.request_id = "abc";
+    info.keep_alive = false;
+    std::string out;
+    worker::build_error_response(404, "", info, out);
+    CHECK(out.rfind("HTTP/1.1 404 Not Found\r\n", 0) == 0);
+    CHECK(has_line(out, "Content-Type: application/json"));
+    CHECK(has_line(out, "Connection: close"));
+    CHECK(has_line(out, "X-Request-Id: abc"));
+    auto body_at = out.find("\r\n\r\n") + 4;
+    std::string body = out.substr(body_at);
+    CHECK(body == "{\"error\": \"no route\", \"request_id\": \"abc\"}\n");
+    CHECK(has_line(out, "Content-Length: " + std::to_string(body.size())));
+
+    out.clear();
+    worker::build_error_response(400, "bad \"quote\"", info, out);
+    CHECK(out.find(R"({"error": "bad request: bad \"quote\"")") != std::string::npos);
+}

@@ -1,0 +1,905 @@
+#include "worker/client_connection.hpp"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+#include <spdlog/spdlog.h>
+
+#include "common/log.hpp"
+#include "common/net/listener.hpp"
+#include "worker/real_ip.hpp"
+#include "worker/request_id.hpp"
+#include "worker/router.hpp"
+#include "worker/worker.hpp"
+
+namespace proxyd::worker {
+namespace {
+
+constexpr std::size_t kHeadReadSize = 16 * 1024;
+constexpr std::size_t kBodyReadSize = 64 * 1024;
+// Backpressure: stop reading one side while the other side has this much waiting to be sent.
+constexpr std::size_t kHighWatermark = 256 * 1024;
+constexpr std::size_t kLowWatermark = 64 * 1024;
+constexpr std::size_t kMaxResponseHead = 64 * 1024;
+constexpr std::size_t kMaxLingerBytes = 1024 * 1024;
+constexpr std::chrono::milliseconds kLingerTime{2000};
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+void append_chunk_header(evbuffer* out, std::size_t n) {
+    char buf[24];
+    int len = std::snprintf(buf, sizeof buf, "%zx\r\n", n);
+    evbuffer_add(out, buf, static_cast<std::size_t>(len));
+}
+
+// Chunk framing is parsed from the front of the buffer; usually the first chain holds it all.
+http::ChunkedDecoder::Result parse_framing_front(evbuffer* in, http::ChunkedDecoder& decoder) {
+    evbuffer_iovec first;
+    if (evbuffer_peek(in, -1, nullptr, &first, 1) < 1) return {};
+    auto result =
+        decoder.parse_framing(static_cast<const char*>(first.iov_base), first.iov_len);
+    std::size_t len = evbuffer_get_length(in);
+    if (result.consumed == 0 && !result.error && first.iov_len < len) {
+        // The framing straddles chains: make a small front contiguous and retry.
+        std::size_t window = std::min<std::size_t>(len, http::ChunkedDecoder::kMaxLineLength + 64);
+        auto* p = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(window)));
+        result = decoder.parse_framing(p, window);
+    }
+    return result;
+}
+
+}  // namespace
+
+void Exchange::reset() {
+    route = nullptr;
+    upstream_index = server_index = attempt = 0;
+    upstream.reset();
+    method.clear();
+    target.clear();
+    request_id.clear();
+    upstream_head.clear();
+    version_minor = 1;
+    is_head = false;
+    keep_alive = true;
+    request_body = http::BodyKind::None;
+    request_remaining = request_body_bytes = 0;
+    request_chunks.reset();
+    request_done = false;
+    request_body_sent = false;
+    response_head_done = response_started = false;
+    status = 0;
+    response_body = http::BodyKind::None;
+    client_framing = Framing::None;
+    response_remaining = 0;
+    response_chunks.reset();
+    upstream_reusable = false;
+    bytes_in = bytes_out = 0;
+}
+
+ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer)
+    : worker_(worker) {
+    stream_.open(worker.base(), std::move(fd), on_read_event, on_write_event, on_timer_event, this);
+    if (peer.ss_family == AF_INET) {
+        auto* v4 = reinterpret_cast<const sockaddr_in*>(&peer);
+        ::inet_ntop(AF_INET, &v4->sin_addr, peer_ip_, sizeof peer_ip_);
+        peer_port_ = ntohs(v4->sin_port);
+    } else if (peer.ss_family == AF_INET6) {
+        auto* v6 = reinterpret_cast<const sockaddr_in6*>(&peer);
+        ::inet_ntop(AF_INET6, &v6->sin6_addr, peer_ip_, sizeof peer_ip_);
+        peer_port_ = ntohs(v6->sin6_port);
+    }
+}
+
+ClientConnection::~ClientConnection() = default;
+
+void ClientConnection::start() {
+    stream_.enable_read(true);
+    stream_.arm_timer(worker_.config().server.timeouts.header);
+}
+
+void ClientConnection::begin_drain() {
+    close_after_response_ = true;
+    if (phase_ == Phase::WaitingHead && evbuffer_get_length(stream_.in()) == 0) close();
+}
+
+void ClientConnection::close() {
+    if (phase_ == Phase::Closed) return;
+    phase_ = Phase::Closed;
+    if (exchange_) worker_.recycle_exchange(std::move(exchange_));
+    stream_.close();
+    worker_.retire(this);
+}
+
+// ---- events -------------------------------------------------------------------------------
+
+void ClientConnection::on_read_event(evutil_socket_t, short, void* arg) {
+    static_cast<ClientConnection*>(arg)->on_readable();
+}
+
+void ClientConnection::on_write_event(evutil_socket_t, short, void* arg) {
+    static_cast<ClientConnection*>(arg)->on_writable();
+}
+
+void ClientConnection::on_timer_event(evutil_socket_t, short, void* arg) {
+    static_cast<ClientConnection*>(arg)->on_timer();
+}
+
+void ClientConnection::on_readable() {
+    if (phase_ == Phase::Lingering) {
+        auto result = stream_.read(kHeadReadSize);
+        std::size_t buffered = evbuffer_get_length(stream_.in());
+        evbuffer_drain(stream_.in(), buffered);
+        if (result == Stream::ReadResult::Eof || result == Stream::ReadResult::Error ||
+            buffered > kMaxLingerBytes) {
+            close();
+        }
+        return;
+    }
+    bool body = exchange_ && !exchange_->request_done;
+    switch (stream_.read(body ? kBodyReadSize : kHeadReadSize)) {
+        case Stream::ReadResult::Data:
+        case Stream::ReadResult::WouldBlock: break;
+        case Stream::ReadResult::Eof:
+            client_eof_ = true;
+            stream_.enable_read(false);
+            if (!exchange_) {
+                close();
+                return;
+            }
+            if (!exchange_->request_done) {
+                fail(Failure::ClientGone);
+                return;
+            }
+            exchange_->keep_alive = false;
+            return;
+        case Stream::ReadResult::Error:
+            if (exchange_) {
+                fail(Failure::ClientGone);
+            } else {
+                close();
+            }
+            return;
+    }
+    process_input();
+}
+
+void ClientConnection::process_input() {
+    if (phase_ == Phase::WaitingHead) {
+        read_request_head();
+        return;
+    }
+    if (phase_ != Phase::Exchanging) return;
+    auto& ex = *exchange_;
+    std::size_t buffered = evbuffer_get_length(stream_.in());
+    if (!ex.request_done && ex.upstream && ex.upstream->connected) {
+        forward_request_body();
+    } else if (buffered > kHighWatermark ||
+               (ex.request_done && buffered > worker_.config().server.limits.max_header_size)) {
+        // Body waiting for a connect, or pipelined requests piling up: read no further for now.
+        stream_.enable_read(false);
+    }
+}
+
+void ClientConnection::on_writable() {
+    if (!stream_.flush()) {
+        if (exchange_) {
+            fail(Failure::ClientGone);
+        } else {
+            close();
+        }
+        return;
+    }
+    std::size_t pending = stream_.pending_output();
+    if (phase_ == Phase::Lingering) {
+        if (pending == 0) start_lingering_close();
+        return;
+    }
+    if (paused_for_client_ && pending < kLowWatermark && exchange_ && exchange_->upstream) {
+        paused_for_client_ = false;
+        stream_.cancel_timer();
+        exchange_->upstream->stream.enable_read(true);
+        forward_response_body();
+    }
+}
+
+void ClientConnection::on_timer() {
+    switch (phase_) {
+        case Phase::WaitingHead:
+            if (evbuffer_get_length(stream_.in()) == 0) {
+                close();  // idle keep-alive connection: nothing to answer
+            } else {
+                fail(Failure::HeadTimeout);
+            }
+            return;
+        case Phase::Exchanging:
+            if (!exchange_->request_done) {
+                fail(Failure::BodyTimeout);
+            } else {
+                fail(Failure::ClientGone, "client stopped reading");
+            }
+            return;
+        case Phase::Lingering:
+        case Phase::Closed: close(); return;
+    }
+}
+
+// ---- request phases ---------------------------------------------------------------------------
+
+void ClientConnection::read_request_head() {
+    evbuffer* in = stream_.in();
+    std::size_t len = evbuffer_get_length(in);
+    if (len == 0) {
+        if (client_eof_) close();
+        return;
+    }
+    const auto& server = worker_.config().server;
+    if (!head_timer_armed_) {
+        stream_.arm_timer(server.timeouts.header);
+        head_timer_armed_ = true;
+    }
+    std::size_t window = std::min(len, std::max(server.limits.max_header_size,
+                                                 server.limits.max_uri_size) + 1024);
+    auto* data = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(window)));
+    http::Request& request = worker_.scratch_request();
+    http::RequestLimits limits{server.limits.max_header_size, server.limits.max_uri_size};
+    switch (http::parse_request(data, window, limits, request)) {
+        case http::ParseStatus::Incomplete:
+            if (request.error_status != 0) {
+                fail(Failure::BadRequest, request.error_reason, request.error_status);
+            } else if (client_eof_) {
+                close();
+            }
+            return;
+        case http::ParseStatus::Error:
+            fail(Failure::BadRequest, request.error_reason, request.error_status);
+            return;
+        case http::ParseStatus::Done: begin_request(request); return;
+    }
+}
+
+void ClientConnection::begin_request(const http::Request& request) {
+    head_timer_armed_ = false;
+    phase_ = Phase::Exchanging;
+    exchange_ = worker_.acquire_exchange();
+    auto& ex = *exchange_;
+    const auto& config = worker_.config();
+    ex.started = std::chrono::steady_clock::now();
+    ex.method.assign(request.method);
+    ex.target.assign(request.target);
+    ex.version_minor = request.version_minor;
+    ex.is_head = request.method == "HEAD";
+    ex.keep_alive = request.keep_alive && !close_after_response_ && !worker_.draining();
+    ex.request_body = request.body;
+    ex.request_remaining = request.content_length;
+    ex.request_done = request.body == http::BodyKind::None;
+    ex.bytes_in = request.head_length;
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        const auto& h = request.headers[i];
+        if (http::iequals(h.name, "x-request-id") && is_valid_request_id(h.value)) {
+            ex.request_id.assign(h.value);
+            break;
+        }
+    }
+    if (ex.request_id.empty()) ex.request_id.assign(worker_.request_ids().next());
+    worker_.stats().requests_total.fetch_add(1, std::memory_order_relaxed);
+
+    if (!check_request_limits(request)) return;
+    ex.route = match_route(config.routes, request.host, request.method, request.path);
+    if (!ex.route) {
+        evbuffer_drain(stream_.in(), request.head_length);
+        fail(Failure::NoRoute);
+        return;
+    }
+    ex.upstream_index = ex.route->upstream_index;
+    if (config.upstreams[ex.upstream_index].servers.empty()) {
+        evbuffer_drain(stream_.in(), request.head_length);
+        fail(Failure::NoServer);
+        return;
+    }
+    prepare_upstream_head(request);
+    bool expect_continue = request.expect_continue;
+    evbuffer_drain(stream_.in(), request.head_length);  // `request` is invalid from here on
+
+    if (!ex.request_done) {
+        if (expect_continue && ex.version_minor >= 1) {
+            evbuffer_add(stream_.out(), kContinue.data(), kContinue.size());
+            if (!flush_client()) return;
+        }
+        stream_.arm_timer(config.server.timeouts.body);
+    } else {
+        stream_.cancel_timer();
+    }
+    connect_upstream();
+}
+
+bool ClientConnection::check_request_limits(const http::Request& request) {
+    if (request.body == http::BodyKind::ContentLength &&
+        request.content_length > worker_.config().server.limits.max_body_size) {
+        evbuffer_drain(stream_.in(), request.head_length);
+        fail(Failure::BodyTooLarge);
+        return false;
+    }
+    return true;
+}
+
+void ClientConnection::prepare_upstream_head(const http::Request& request) {
+    auto& ex = *exchange_;
+    const auto& server = worker_.config().server;
+    std::string_view real_ip = peer_ip_;
+    if (!server.real_ip_header.empty()) {
+        auto& values = worker_.scratch_views();
+        values.clear();
+        for (std::size_t i = 0; i < request.header_count; ++i) {
+            if (http::iequals(request.headers[i].name, server.real_ip_header)) {
+                values.push_back(request.headers[i].value);
+            }
+        }
+        real_ip = select_real_ip(peer_ip_, values, server.trusted_proxies);
+    }
+    UpstreamRequestInfo info;
+    info.path = upstream_path(*ex.route, request.path);
+    info.query = request.query;
+    info.client_ip = peer_ip_;
+    info.real_ip = real_ip;
+    info.request_id = ex.request_id;
+    info.default_host = worker_.config().upstreams[ex.upstream_index].servers.front().address.text;
+    if (request.body == http::BodyKind::ContentLength) {
+        info.framing = Framing::ContentLength;
+        info.content_length = request.content_length;
+    } else if (request.body == http::BodyKind::Chunked) {
+        info.framing = Framing::Chunked;
+    }
+    build_upstream_request_head(request, info, ex.upstream_head);
+}
+
+void ClientConnection::connect_upstream() {
+    auto& ex = *exchange_;
+    const auto& servers = worker_.config().upstreams[ex.upstream_index].servers;
+    std::string error;
+    while (ex.attempt < servers.size()) {
+        ex.server_index = worker_.balancer(ex.upstream_index).pick(servers.size(), ex.attempt);
+        ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this);
+        if (ex.upstream) {
+            send_request_head();
+            return;
+        }
+        ex.upstream = worker_.pool().connect(ex.upstream_index, ex.server_index, this, error);
+        if (ex.upstream) {
+            if (ex.upstream->connected) {
+                send_request_head();
+            } else {
+                ex.upstream->stream.wait_writable();
+                ex.upstream->stream.arm_timer(worker_.config().server.timeouts.upstream_connect);
+            }
+            return;
+        }
+        spdlog::warn("upstream {} server {}: {}", worker_.config().upstreams[ex.upstream_index].name,
+                     servers[ex.server_index].id, error);
+        ++ex.attempt;
+    }
+    fail(Failure::UpstreamFailed, error);
+}
+
+void ClientConnection::send_request_head() {
+    auto& ex = *exchange_;
+    auto& upstream = ex.upstream->stream;
+    evbuffer_add(upstream.out(), ex.upstream_head.data(), ex.upstream_head.size());
+    upstream.enable_read(true);
+    upstream.arm_timer(worker_.config().server.timeouts.upstream_response);
+    forward_request_body();
+}
+
+void ClientConnection::forward_request_body() {
+    auto& ex = *exchange_;
+    evbuffer* in = stream_.in();
+    Stream& upstream = ex.upstream->stream;
+    if (!ex.request_done) {
+        std::uint64_t before = ex.request_body_bytes;
+        if (ex.request_body == http::BodyKind::ContentLength) {
+            auto n = std::min<std::uint64_t>(ex.request_remaining, evbuffer_get_length(in));
+            if (n > 0) {
+                evbuffer_remove_buffer(in, upstream.out(), static_cast<std::size_t>(n));
+                ex.request_remaining -= n;
+                ex.request_body_bytes += n;
+                ex.bytes_in += n;
+            }
+            ex.request_done = ex.request_remaining == 0;
+        } else if (!forward_chunked_request_body(in, upstream.out())) {
+            return;
+        }
+        if (ex.request_body_bytes != before) ex.request_body_sent = true;
+        if (ex.request_done) {
+            stream_.cancel_timer();
+        } else if (ex.request_body_bytes != before) {
+            stream_.arm_timer(worker_.config().server.timeouts.body);
+        }
+    }
+    if (!upstream.flush()) {
+        retry_or_fail(Failure::UpstreamFailed, "upstream write failed");
+        return;
+    }
+    if (!ex.request_done && upstream.pending_output() > kHighWatermark) {
+        paused_for_upstream_ = true;
+        stream_.enable_read(false);
+    } else if (!ex.request_done && !paused_for_upstream_ && !client_eof_) {
+        stream_.enable_read(true);
+    }
+}
+
+bool ClientConnection::forward_chunked_request_body(evbuffer* in, evbuffer* out) {
+    auto& ex = *exchange_;
+    auto& decoder = ex.request_chunks;
+    const auto max_body = worker_.config().server.limits.max_body_size;
+    while (evbuffer_get_length(in) > 0) {
+        if (decoder.in_data()) {
+            auto n = static_cast<std::size_t>(
+                std::min<std::uint64_t>(decoder.data_remaining(), evbuffer_get_length(in)));
+            if (ex.request_body_bytes + n > max_body) {
+                fail(Failure::BodyTooLarge);
+                return false;
+            }
+            append_chunk_header(out, n);
+            evbuffer_remove_buffer(in, out, n);
+            evbuffer_add(out, "\r\n", 2);
+            decoder.consume_data(n);
+            ex.request_body_bytes += n;
+            ex.bytes_in += n;
+            continue;
+        }
+        auto result = parse_framing_front(in, decoder);
+        if (result.error) {
+            fail(Failure::BadRequest, "invalid chunked body");
+            return false;
+        }
+        evbuffer_drain(in, result.consumed);
+        ex.bytes_in += result.consumed;
+        if (decoder.done()) {
+            evbuffer_add(out, "0\r\n\r\n", 5);
+            ex.request_done = true;
+            return true;
+        }
+        if (decoder.in_data() && decoder.data_remaining() + ex.request_body_bytes > max_body) {
+            fail(Failure::BodyTooLarge);
+            return false;
+        }
+        if (result.consumed == 0) break;  // need more input
+    }
+    return true;
+}
+
+// ---- upstream events --------------------------------------------------------------------------
+
+void ClientConnection::on_upstream_writable() {
+    auto& ex = *exchange_;
+    auto& upstream = *ex.upstream;
+    if (!upstream.connected) {
+        std::string error;
+        if (!UpstreamPool::finish_connect(upstream, error)) {
+            retry_or_fail(Failure::UpstreamFailed, error);
+            return;
+        }
+        send_request_head();
+        return;
+    }
+    if (!upstream.stream.flush()) {
+        retry_or_fail(Failure::UpstreamFailed, "upstream write failed");
+        return;
+    }
+    if (paused_for_upstream_ && upstream.stream.pending_output() < kLowWatermark) {
+        paused_for_upstream_ = false;
+        if (!client_eof_) stream_.enable_read(true);
+        forward_request_body();
+    }
+}
+
+void ClientConnection::on_upstream_timeout() {
+    auto& ex = *exchange_;
+    if (!ex.upstream->connected) {
+        retry_or_fail(Failure::UpstreamFailed, "connect timed out");
+    } else if (!ex.response_head_done) {
+        fail(Failure::UpstreamTimeout);
+    } else {
+        fail(Failure::UpstreamAborted, "upstream idle timeout");
+    }
+}
+
+void ClientConnection::on_upstream_readable() {
+    auto& ex = *exchange_;
+    auto& upstream = *ex.upstream;
+    auto result = upstream.stream.read(kBodyReadSize);
+    if (result == Stream::ReadResult::WouldBlock) return;
+    if (result == Stream::ReadResult::Data) {
+        if (!ex.response_head_done) {
+            read_response_head();
+        } else {
+            forward_response_body();
+        }
+        return;
+    }
+    // The upstream closed or reset.
+    if (!ex.response_head_done) {
+        retry_or_fail(Failure::UpstreamFailed, "upstream closed before responding");
+    } else if (ex.response_body == http::BodyKind::UntilClose && result == Stream::ReadResult::Eof) {
+        if (ex.client_framing == Framing::Chunked) {
+            evbuffer_add(stream_.out(), "0\r\n\r\n", 5);
+            ex.bytes_out += 5;
+        }
+        ex.upstream_reusable = false;
+        if (flush_client()) finish_exchange();
+    } else {
+        fail(Failure::UpstreamAborted, "upstream closed mid-response");
+    }
+}
+
+void ClientConnection::retry_or_fail(Failure failure, std::string_view detail) {
+    auto& ex = *exchange_;
+    bool was_connect = ex.upstream && !ex.upstream->connected;
+    bool was_reused = ex.upstream && ex.upstream->reused;
+    bool nothing_received = !ex.upstream || evbuffer_get_length(ex.upstream->stream.in()) == 0;
+    if (!ex.response_head_done && nothing_received && !ex.request_body_sent) {
+        // Nothing of the request can have been processed: a failed connect goes on to the next
+        // server; a pooled connection the upstream had just closed is retried on a fresh one.
+        if (was_connect || was_reused) {
+            const auto& upstream = worker_.config().upstreams[ex.upstream_index];
+            if (was_connect) {
+                spdlog::warn("upstream {} server {}: {}", upstream.name,
+                             upstream.servers[ex.server_index].id, detail);
+                ++ex.attempt;
+            }
+            ex.upstream.reset();
+            connect_upstream();
+            return;
+        }
+    }
+    fail(failure, detail);
+}
+
+void ClientConnection::read_response_head() {
+    auto& ex = *exchange_;
+    evbuffer* in = ex.upstream->stream.in();
+    http::Response& response = worker_.scratch_response();
+    for (;;) {
+        std::size_t len = evbuffer_get_length(in);
+        std::size_t window = std::min(len, kMaxResponseHead + 4);
+        auto* data =
+            reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(window)));
+        switch (http::parse_response(data, window, kMaxResponseHead, ex.is_head, response)) {
+            case http::ParseStatus::Incomplete:
+                if (len > kMaxResponseHead) fail(Failure::UpstreamFailed, "response head too large");
+                return;
+            case http::ParseStatus::Error:
+                fail(Failure::UpstreamFailed, response.error_reason);
+                return;
+            case http::ParseStatus::Done: break;
+        }
+        if (response.status >= 200) break;
+        if (response.status == 101) {
+            fail(Failure::UpstreamFailed, "unexpected 101 Switching Protocols");
+            return;
+        }
+        // Interim 1xx answers (the proxy answered Expect itself) are dropped.
+        evbuffer_drain(in, response.head_length);
+    }
+    send_response_head(response);
+}
+
+void ClientConnection::send_response_head(const http::Response& response) {
+    auto& ex = *exchange_;
+    auto& upstream = ex.upstream->stream;
+    ex.response_head_done = true;
+    ex.status = response.status;
+    ex.response_body = response.body;
+    ex.response_remaining = response.content_length;
+    ex.upstream_reusable = response.keep_alive && ex.request_done;
+    if (!ex.request_done) {
+        // The upstream answered before the body ended: send no more of it, and close both ends
+        // afterwards since the rest of the body can't be told apart from a next request.
+        ex.keep_alive = false;
+        ex.request_done = true;
+        stream_.enable_read(false);
+        stream_.cancel_timer();
+    }
+    bool keep_alive = ex.keep_alive && !worker_.draining() && !client_eof_ && !close_after_response_;
+    ex.client_framing = choose_client_framing(response, ex.version_minor, keep_alive);
+    ex.keep_alive = keep_alive;
+
+    ClientResponseInfo info;
+    info.client_version_minor = ex.version_minor;
+    info.keep_alive = keep_alive;
+    info.framing = ex.client_framing;
+    info.content_length = response.content_length;
+    info.request_id = ex.request_id;
+    info.extra_headers = &worker_.config().server.response_headers;
+    std::string& head = worker_.scratch();
+    head.clear();
+    build_client_response_head(response, info, head);
+    evbuffer_add(stream_.out(), head.data(), head.size());
+    ex.bytes_out += head.size();
+    ex.response_started = true;
+    evbuffer_drain(upstream.in(), response.head_length);  // `response` is invalid from here on
+    upstream.arm_timer(worker_.config().server.timeouts.upstream_idle);
+    forward_response_body();
+}
+
+void ClientConnection::forward_response_body() {
+    auto& ex = *exchange_;
+    evbuffer* in = ex.upstream->stream.in();
+    bool complete = false;
+    switch (ex.response_body) {
+        case http::BodyKind::None: complete = true; break;
+        case http::BodyKind::ContentLength: {
+            auto n = static_cast<std::size_t>(
+                std::min<std::uint64_t>(ex.response_remaining, evbuffer_get_length(in)));
+            move_response_data(in, n);
+            ex.response_remaining -= n;
+            complete = ex.response_remaining == 0;
+            break;
+        }
+        case http::BodyKind::Chunked:
+            if (!forward_chunked_response_body(in)) return;
+            complete = ex.response_chunks.done();
+            break;
+        case http::BodyKind::UntilClose: move_response_data(in, evbuffer_get_length(in)); break;
+    }
+    if (complete && evbuffer_get_length(in) > 0) ex.upstream_reusable = false;  // junk after body
+    if (!flush_client()) return;
+    if (complete) {
+        finish_exchange();
+        return;
+    }
+    ex.upstream->stream.arm_timer(worker_.config().server.timeouts.upstream_idle);
+    if (stream_.pending_output() > kHighWatermark && !paused_for_client_) {
+        paused_for_client_ = true;
+        ex.upstream->stream.enable_read(false);
+        stream_.arm_timer(worker_.config().server.timeouts.body);
+    }
+}
+
+bool ClientConnection::forward_chunked_response_body(evbuffer* in) {
+    auto& ex = *exchange_;
+    auto& decoder = ex.response_chunks;
+    while (evbuffer_get_length(in) > 0 && !decoder.done()) {
+        if (decoder.in_data()) {
+            auto n = static_cast<std::size_t>(
+                std::min<std::uint64_t>(decoder.data_remaining(), evbuffer_get_length(in)));
+            move_response_data(in, n);
+            decoder.consume_data(n);
+            continue;
+        }
+        auto result = parse_framing_front(in, decoder);
+        if (result.error) {
+            fail(Failure::UpstreamAborted, "invalid chunked response");
+            return false;
+        }
+        evbuffer_drain(in, result.consumed);
+        if (decoder.done() && ex.client_framing == Framing::Chunked) {
+            evbuffer_add(stream_.out(), "0\r\n\r\n", 5);
+            ex.bytes_out += 5;
+        }
+        if (result.consumed == 0) break;
+    }
+    return true;
+}
+
+void ClientConnection::move_response_data(evbuffer* in, std::size_t n) {
+    if (n == 0) return;
+    auto& ex = *exchange_;
+    evbuffer* out = stream_.out();
+    if (ex.client_framing == Framing::Chunked) {
+        append_chunk_header(out, n);
+        evbuffer_remove_buffer(in, out, n);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_remove_buffer(in, out, n);
+    }
+    ex.bytes_out += n;
+}
+
+void ClientConnection::finish_exchange() {
+    auto& ex = *exchange_;
+    write_access_log();
+    release_upstream();
+    bool keep_alive = ex.keep_alive && !close_after_response_ && !worker_.draining();
+    worker_.recycle_exchange(std::move(exchange_));
+    paused_for_client_ = paused_for_upstream_ = false;
+    if (!keep_alive) {
+        end_response_close();
+        return;
+    }
+    wait_for_next_request();
+}
+
+void ClientConnection::release_upstream() {
+    auto& ex = *exchange_;
+    if (!ex.upstream) return;
+    if (ex.upstream_reusable && ex.request_done) {
+        worker_.pool().release(std::move(ex.upstream));
+    }
+    ex.upstream.reset();
+}
+
+void ClientConnection::wait_for_next_request() {
+    phase_ = Phase::WaitingHead;
+    head_timer_armed_ = false;
+    stream_.arm_timer(worker_.config().server.timeouts.keepalive);
+    if (evbuffer_get_length(stream_.in()) > 0) {
+        stream_.activate_read();  // pipelined requests: handle them on the next loop turn
+    } else if (client_eof_) {
+        close();
+        return;
+    }
+    if (!client_eof_) stream_.enable_read(true);
+}
+
+// ---- endings ----------------------------------------------------------------------------------
+
+void ClientConnection::fail(Failure failure, std::string_view detail, int parser_status) {
+    if (!exchange_) {
+        exchange_ = worker_.acquire_exchange();
+        exchange_->started = std::chrono::steady_clock::now();
+        exchange_->request_id.assign(worker_.request_ids().next());
+        exchange_->bytes_in = evbuffer_get_length(stream_.in());
+        phase_ = Phase::Exchanging;
+    }
+    auto& ex = *exchange_;
+    int status = 0;
+    bool must_close = !ex.request_done;  // an unread body can't be skipped reliably
+    switch (failure) {
+        case Failure::BadRequest:
+            status = parser_status ? parser_status : 400;
+            must_close = true;
+            break;
+        case Failure::NoRoute: status = 404; break;
+        case Failure::HeadTimeout:
+        case Failure::BodyTimeout: status = 408; must_close = true; break;
+        case Failure::BodyTooLarge: status = 413; must_close = true; break;
+        case Failure::NoServer: status = 503; break;
+        case Failure::UpstreamFailed: status = 502; break;
+        case Failure::UpstreamTimeout: status = 504; break;
+        case Failure::UpstreamAborted:
+        case Failure::ClientGone: break;
+    }
+    if (status >= 500 || failure == Failure::UpstreamAborted) {
+        const char* upstream_name = ex.route ? worker_.config().upstreams[ex.upstream_index].name.c_str() : "-";
+        spdlog::warn("request {} to upstream {}: {} ({})", ex.request_id, upstream_name,
+                     status ? status : 0, detail.empty() ? "aborted" : detail);
+    }
+    ex.upstream.reset();
+    if (status == 0 || ex.response_started) {
+        if (!ex.response_started) ex.status = failure == Failure::ClientGone ? 499 : 502;
+        write_access_log();
+        close();
+        return;
+    }
+    ex.status = status;
+    // Client errors say why; upstream errors keep internal details in the error log only.
+    send_error(status, status < 500 ? detail : std::string_view{}, ex.keep_alive && !must_close);
+}
+
+void ClientConnection::send_error(int status, std::string_view detail, bool keep_alive) {
+    auto& ex = *exchange_;
+    ClientResponseInfo info;
+    info.client_version_minor = ex.version_minor;
+    info.keep_alive = keep_alive && !worker_.draining() && !close_after_response_;
+    info.framing = Framing::ContentLength;
+    info.request_id = ex.request_id;
+    info.extra_headers = &worker_.config().server.response_headers;
+    std::string& out = worker_.scratch();
+    out.clear();
+    build_error_response(status, detail, info, out);
+    evbuffer_add(stream_.out(), out.data(), out.size());
+    ex.bytes_out += out.size();
+    ex.response_started = true;
+    ex.keep_alive = info.keep_alive;
+    if (!flush_client()) return;
+    finish_exchange();
+}
+
+void ClientConnection::end_response_close() {
+    phase_ = Phase::Lingering;
+    stream_.enable_read(false);
+    if (!flush_client()) return;
+    if (stream_.pending_output() == 0) start_lingering_close();
+    // else on_writable() continues once the output is out.
+}
+
+void ClientConnection::start_lingering_close() {
+    // Closing with unread input would send a RST that can destroy the response in flight; so
+    // shut down our side and read until the client closes, for a bounded time.
+    if (evbuffer_get_length(stream_.in()) == 0 && client_eof_) {
+        close();
+        return;
+    }
+    ::shutdown(stream_.fd(), SHUT_WR);
+    evbuffer_drain(stream_.in(), evbuffer_get_length(stream_.in()));
+    if (client_eof_) {
+        close();
+        return;
+    }
+    stream_.enable_read(true);
+    stream_.arm_timer(kLingerTime);
+}
+
+bool ClientConnection::flush_client() {
+    if (stream_.flush()) return true;
+    if (exchange_) {
+        auto& ex = *exchange_;
+        ex.upstream.reset();
+        if (!ex.status) ex.status = 499;
+        write_access_log();
+    }
+    close();
+    return false;
+}
+
+void ClientConnection::write_access_log() {
+    spdlog::logger* logger = log::access_logger();
+    if (!logger || !exchange_) return;
+    auto& ex = *exchange_;
+    auto elapsed = std::chrono::steady_clock::now() - ex.started;
+    double duration_ms = std::chrono::duration<double, std::milli>(elapsed).count();
+    std::time_t now = std::time(nullptr);
+    std::tm tm;
+    ::gmtime_r(&now, &tm);
+    char time_text[32];
+    std::strftime(time_text, sizeof time_text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    std::string_view upstream_id = "-";
+    if (ex.route && ex.response_head_done) {
+        upstream_id = worker_.config().upstreams[ex.upstream_index].servers[ex.server_index].id;
+    }
+    std::string& line = worker_.scratch();
+    line.clear();
+    if (worker_.config().log.format == config::LogFormat::Json) {
+        line += R"({"time":")";
+        line += time_text;
+        line += R"(","client":")";
+        line += peer_ip_;
+        line += ':';
+        line += std::to_string(peer_port_);
+        line += R"(","method":")";
+        log::append_json_escaped(line, ex.method);
+        line += R"(","path":")";
+        log::append_json_escaped(line, ex.target);
+        line += R"(","status":)";
+        line += std::to_string(ex.status);
+        line += R"(,"bytes_in":)";
+        line += std::to_string(ex.bytes_in);
+        line += R"(,"bytes_out":)";
+        line += std::to_string(ex.bytes_out);
+        char duration[32];
+        std::snprintf(duration, sizeof duration, "%.3f", duration_ms);
+        line += R"(,"duration_ms":)";
+        line += duration;
+        line += R"(,"upstream":")";
+        log::append_json_escaped(line, upstream_id);
+        line += R"(","request_id":")";
+        line += ex.request_id;
+        line += "\"}";
+    } else {
+        char fixed[160];
+        std::snprintf(fixed, sizeof fixed, " %d %llu %llu %.3fms ", ex.status,
+                      static_cast<unsigned long long>(ex.bytes_in),
+                      static_cast<unsigned long long>(ex.bytes_out), duration_ms);
+        line += time_text;
+        line += ' ';
+        line += peer_ip_;
+        line += ':';
+        line += std::to_string(peer_port_);
+        line += " \"";
+        line += ex.method;
+        line += ' ';
+        line += ex.target;
+        line += '"';
+        line += fixed;
+        line += upstream_id;
+        line += ' ';
+        line += ex.request_id;
+    }
+    logger->info(line);
+}
+
+}  // namespace proxyd::worker

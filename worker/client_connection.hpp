@@ -1,0 +1,155 @@
+// A client connection and the request it is carrying.
+//
+// The life of a request, in the order the member functions run (client_connection.cpp reads top
+// to bottom the same way):
+//   read_request_head -> begin_request (route, limits, balance) -> connect_upstream ->
+//   send_request_head -> forward_request_body -> read_response_head -> send_response_head ->
+//   forward_response_body -> finish_exchange (log, pool, keep-alive or close)
+// Any phase may end the request through fail(), the one place that maps a failure to a status.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/http/parser.hpp"
+#include "worker/forward_headers.hpp"
+#include "worker/stream.hpp"
+#include "worker/upstream_pool.hpp"
+
+namespace proxyd::config {
+struct Route;
+}
+
+namespace proxyd::worker {
+
+class Worker;
+
+// What went wrong, classified once: where it came from decides the status and whether the
+// client connection survives.
+enum class Failure {
+    BadRequest,        // 400, or the parser's status (414, 431, 505)
+    NoRoute,           // 404
+    HeadTimeout,       // 408
+    BodyTimeout,       // 408 before the response started
+    BodyTooLarge,      // 413
+    NoServer,          // 503: the upstream has no server
+    UpstreamFailed,    // 502: refused, reset, or an invalid response
+    UpstreamTimeout,   // 504: no response head in time
+    UpstreamAborted,   // the response broke off after it started: close the client
+    ClientGone,        // the client closed or reset: close the upstream
+};
+
+// Per-request state. Recycled through the worker's free list, so its strings keep their capacity
+// and a steady stream of requests allocates nothing here.
+struct Exchange {
+    void reset();
+
+    const config::Route* route = nullptr;
+    std::size_t upstream_index = 0;
+    std::size_t server_index = 0;
+    std::size_t attempt = 0;
+    UpstreamPtr upstream;
+
+    std::string method;
+    std::string target;      // for the access log
+    std::string request_id;
+    std::string upstream_head;  // kept until the response starts, to resend on a fresh connection
+    int version_minor = 1;
+    bool is_head = false;
+    bool keep_alive = true;
+
+    http::BodyKind request_body = http::BodyKind::None;
+    std::uint64_t request_remaining = 0;     // Content-Length bytes still to forward
+    std::uint64_t request_body_bytes = 0;
+    http::ChunkedDecoder request_chunks;
+    bool request_done = false;
+    bool request_body_sent = false;          // some body byte left the proxy: no resend
+
+    bool response_head_done = false;
+    bool response_started = false;           // something was written to the client
+    int status = 0;
+    http::BodyKind response_body = http::BodyKind::None;
+    Framing client_framing = Framing::None;
+    std::uint64_t response_remaining = 0;
+    http::ChunkedDecoder response_chunks;
+    bool upstream_reusable = false;
+
+    std::uint64_t bytes_in = 0;
+    std::uint64_t bytes_out = 0;
+    std::chrono::steady_clock::time_point started;
+};
+
+class ClientConnection final : public UpstreamUser {
+public:
+    ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer);
+    ~ClientConnection();
+
+    void start();
+    // Worker is stopping: close now if idle, else after the current response.
+    void begin_drain();
+    void close();
+    bool closed() const { return !stream_.is_open(); }
+
+    void on_upstream_readable() override;
+    void on_upstream_writable() override;
+    void on_upstream_timeout() override;
+
+    // The worker's intrusive list.
+    ClientConnection* prev = nullptr;
+    ClientConnection* next = nullptr;
+
+private:
+    enum class Phase { WaitingHead, Exchanging, Lingering, Closed };
+
+    static void on_read_event(evutil_socket_t, short, void* arg);
+    static void on_write_event(evutil_socket_t, short, void* arg);
+    static void on_timer_event(evutil_socket_t, short, void* arg);
+    void on_readable();
+    void on_writable();
+    void on_timer();
+    void process_input();
+
+    // The phases, in order.
+    void read_request_head();
+    void begin_request(const http::Request& request);
+    bool check_request_limits(const http::Request& request);
+    void prepare_upstream_head(const http::Request& request);
+    void connect_upstream();
+    void send_request_head();
+    void forward_request_body();
+    bool forward_chunked_request_body(evbuffer* in, evbuffer* out);
+    void read_response_head();
+    void send_response_head(const http::Response& response);
+    void forward_response_body();
+    bool forward_chunked_response_body(evbuffer* in);
+    void move_response_data(evbuffer* in, std::size_t n);
+    void finish_exchange();
+
+    void fail(Failure failure, std::string_view detail = {}, int parser_status = 0);
+    void retry_or_fail(Failure failure, std::string_view detail);
+    void send_error(int status, std::string_view detail, bool keep_alive);
+    void write_access_log();
+    void release_upstream();
+    void end_response_close();
+    void start_lingering_close();
+    [[nodiscard]] bool flush_client();
+    void wait_for_next_request();
+
+    Worker& worker_;
+    Stream stream_;
+    char peer_ip_[46] = {};
+    std::uint16_t peer_port_ = 0;
+    Phase phase_ = Phase::WaitingHead;
+    bool head_timer_armed_ = false;
+    bool paused_for_upstream_ = false;  // client reads stopped: upstream output is full
+    bool paused_for_client_ = false;    // upstream reads stopped: client output is full
+    bool client_eof_ = false;
+    bool close_after_response_ = false;
+    std::unique_ptr<Exchange> exchange_;
+};
+
+}  // namespace proxyd::worker

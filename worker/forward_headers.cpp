@@ -1,0 +1,203 @@
+#include "worker/forward_headers.hpp"
+
+#include <charconv>
+
+#include "common/http/status.hpp"
+#include "common/log.hpp"
+
+namespace proxyd::worker {
+namespace {
+
+using http::iequals;
+
+void append_number(std::string& out, std::uint64_t n) {
+    char buf[24];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
+    out.append(buf, end);
+}
+
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+    out += name;
+    out += ": ";
+    out += value;
+    out += "\r\n";
+}
+
+// Headers named by any Connection header are hop-by-hop too.
+bool named_by_connection(const http::Header* headers, std::size_t count, std::string_view name) {
+    for (std::size_t i = 0; i < count; ++i) {
+        if (iequals(headers[i].name, "connection") &&
+            http::list_contains_token(headers[i].value, name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool is_hop_by_hop(std::string_view name) {
+    static constexpr std::string_view kNames[] = {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+        "transfer-encoding", "content-length"};
+    for (auto n : kNames) {
+        if (iequals(name, n)) return true;
+    }
+    return false;
+}
+
+// Headers the proxy sets itself on the way up.
+bool is_replaced_upstream(std::string_view name) {
+    static constexpr std::string_view kNames[] = {
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-id",
+        "proxy-authorization", "expect"};
+    for (auto n : kNames) {
+        if (iequals(name, n)) return true;
+    }
+    return false;
+}
+
+void append_framing(std::string& out, Framing framing, std::uint64_t content_length) {
+    if (framing == Framing::ContentLength) {
+        out += "Content-Length: ";
+        append_number(out, content_length);
+        out += "\r\n";
+    } else if (framing == Framing::Chunked) {
+        out += "Transfer-Encoding: chunked\r\n";
+    }
+}
+
+void append_forwarded_for(const http::Request& request, std::string_view client_ip,
+                          std::string& out) {
+    out += "X-Forwarded-For: ";
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        if (iequals(request.headers[i].name, "x-forwarded-for") &&
+            !request.headers[i].value.empty()) {
+            out += request.headers[i].value;
+            out += ", ";
+        }
+    }
+    out += client_ip;
+    out += "\r\n";
+}
+
+bool has_extra_header(const HeaderList* extra, std::string_view name) {
+    if (!extra) return false;
+    for (const auto& [n, v] : *extra) {
+        if (iequals(n, name)) return true;
+    }
+    return false;
+}
+
+void append_extra_headers(const ClientResponseInfo& info, std::string& out) {
+    if (info.extra_headers) {
+        for (const auto& [name, value] : *info.extra_headers) append_header(out, name, value);
+    }
+    append_header(out, "X-Request-Id", info.request_id);
+}
+
+void append_connection(const ClientResponseInfo& info, std::string& out) {
+    if (!info.keep_alive) {
+        out += "Connection: close\r\n";
+    } else if (info.client_version_minor == 0) {
+        out += "Connection: keep-alive\r\n";
+    }
+}
+
+}  // namespace
+
+void build_upstream_request_head(const http::Request& request, const UpstreamRequestInfo& info,
+                                 std::string& out) {
+    out += request.method;
+    out += ' ';
+    out += info.path;
+    if (!info.query.empty()) {
+        out += '?';
+        out += info.query;
+    }
+    out += " HTTP/1.1\r\n";
+    bool host_seen = false;
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        const auto& h = request.headers[i];
+        if (is_hop_by_hop(h.name) || is_replaced_upstream(h.name)) continue;
+        if (named_by_connection(request.headers, request.header_count, h.name)) continue;
+        if (iequals(h.name, "host")) {
+            host_seen = true;
+            append_header(out, "Host", request.host);  // absolute-form authority wins
+            continue;
+        }
+        append_header(out, h.name, h.value);
+    }
+    if (!host_seen) {
+        append_header(out, "Host", request.host.empty() ? info.default_host : request.host);
+    }
+    append_forwarded_for(request, info.client_ip, out);
+    append_header(out, "X-Forwarded-Proto", info.proto);
+    if (host_seen) append_header(out, "X-Forwarded-Host", request.host);
+    append_header(out, "X-Real-IP", info.real_ip);
+    append_header(out, "X-Request-Id", info.request_id);
+    append_framing(out, info.framing, info.content_length);
+    out += "\r\n";
+}
+
+Framing choose_client_framing(const http::Response& response, int client_version_minor,
+                              bool& keep_alive) {
+    switch (response.body) {
+        case http::BodyKind::None: return Framing::None;
+        case http::BodyKind::ContentLength: return Framing::ContentLength;
+        case http::BodyKind::Chunked:
+        case http::BodyKind::UntilClose:
+            if (client_version_minor >= 1) return Framing::Chunked;
+            keep_alive = false;
+            return Framing::UntilClose;
+    }
+    return Framing::None;
+}
+
+void build_client_response_head(const http::Response& response, const ClientResponseInfo& info,
+                                std::string& out) {
+    out += "HTTP/1.1 ";
+    append_number(out, static_cast<std::uint64_t>(response.status));
+    out += ' ';
+    out += response.reason.empty() ? http::reason_phrase(response.status) : response.reason;
+    out += "\r\n";
+    for (std::size_t i = 0; i < response.header_count; ++i) {
+        const auto& h = response.headers[i];
+        // A HEAD or 304 answer keeps the representation's Content-Length.
+        bool keep_length = info.framing == Framing::None && iequals(h.name, "content-length");
+        if (!keep_length && is_hop_by_hop(h.name)) continue;
+        if (iequals(h.name, "x-request-id") || has_extra_header(info.extra_headers, h.name)) {
+            continue;
+        }
+        if (named_by_connection(response.headers, response.header_count, h.name)) continue;
+        append_header(out, h.name, h.value);
+    }
+    append_extra_headers(info, out);
+    append_framing(out, info.framing, info.content_length);
+    append_connection(info, out);
+    out += "\r\n";
+}
+
+void build_error_response(int status, std::string_view detail, const ClientResponseInfo& info,
+                          std::string& out) {
+    std::string body = "{\"error\": \"";
+    log::append_json_escaped(body, http::error_text(status));
+    if (!detail.empty()) {
+        body += ": ";
+        log::append_json_escaped(body, detail);
+    }
+    body += "\", \"request_id\": \"";
+    log::append_json_escaped(body, info.request_id);
+    body += "\"}\n";
+
+    out += "HTTP/1.1 ";
+    append_number(out, static_cast<std::uint64_t>(status));
+    out += ' ';
+    out += http::reason_phrase(status);
+    out += "\r\nContent-Type: application/json\r\n";
+    append_extra_headers(info, out);
+    append_framing(out, Framing::ContentLength, body.size());
+    append_connection(info, out);
+    out += "\r\n";
+    out += body;
+}
+
+}  // namespace proxyd::worker

@@ -1,0 +1,66 @@
+// Building the heads that leave the proxy: the request head sent upstream and the response head
+// sent to the client. Pure functions over a parsed head, appending into a reused string, so they
+// are testable without sockets and allocate nothing once the string has grown.
+//
+// Both directions drop hop-by-hop headers (Connection and every header it names, Keep-Alive,
+// Proxy-Connection, TE, Trailer, Upgrade) and re-frame the body themselves (Content-Length and
+// Transfer-Encoding from the peer are never copied).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/http/parser.hpp"
+
+namespace proxyd::worker {
+
+// How a body leaves the proxy.
+enum class Framing {
+    None,           // no body
+    ContentLength,  // "Content-Length: n"
+    Chunked,        // "Transfer-Encoding: chunked", re-encoded by the proxy
+    UntilClose,     // no length header; the connection closes after the body
+};
+
+struct UpstreamRequestInfo {
+    std::string_view path;          // after strip_prefix
+    std::string_view query;         // without '?'
+    std::string_view client_ip;     // TCP peer, appended to X-Forwarded-For
+    std::string_view real_ip;       // X-Real-IP
+    std::string_view request_id;
+    std::string_view proto = "http";
+    std::string_view default_host;  // used when the client sent no Host (HTTP/1.0)
+    Framing framing = Framing::None;
+    std::uint64_t content_length = 0;
+};
+
+void build_upstream_request_head(const http::Request& request, const UpstreamRequestInfo& info,
+                                 std::string& out);
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+struct ClientResponseInfo {
+    int client_version_minor = 1;
+    bool keep_alive = true;         // the proxy keeps the client connection after this response
+    Framing framing = Framing::None;
+    std::uint64_t content_length = 0;
+    std::string_view request_id;
+    const HeaderList* extra_headers = nullptr;  // server.response_headers; replace upstream's
+};
+
+void build_client_response_head(const http::Response& response, const ClientResponseInfo& info,
+                                std::string& out);
+
+// A complete proxy-generated error response: JSON body {"error": ..., "request_id": ...}.
+void build_error_response(int status, std::string_view detail, const ClientResponseInfo& info,
+                          std::string& out);
+
+// Whether the client connection can stay open for the next request, given the client's wish and
+// how the body will be framed for it (HTTP/1.0 cannot take chunked).
+Framing choose_client_framing(const http::Response& response, int client_version_minor,
+                              bool& keep_alive);
+
+}  // namespace proxyd::worker

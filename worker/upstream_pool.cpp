@@ -1,0 +1,131 @@
+#include "worker/upstream_pool.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace proxyd::worker {
+namespace {
+
+void on_read(evutil_socket_t, short, void* arg) {
+    auto* c = static_cast<UpstreamConnection*>(arg);
+    if (c->user) {
+        c->user->on_upstream_readable();
+    } else {
+        c->pool->on_idle_event(c);
+    }
+}
+
+void on_write(evutil_socket_t, short, void* arg) {
+    auto* c = static_cast<UpstreamConnection*>(arg);
+    if (c->user) c->user->on_upstream_writable();
+}
+
+void on_timer(evutil_socket_t, short, void* arg) {
+    auto* c = static_cast<UpstreamConnection*>(arg);
+    if (c->user) {
+        c->user->on_upstream_timeout();
+    } else {
+        c->pool->on_idle_event(c);
+    }
+}
+
+}  // namespace
+
+UpstreamPool::UpstreamPool(event_base* base, const config::Config& config)
+    : base_(base), config_(config) {
+    idle_.resize(config.upstreams.size());
+    for (std::size_t u = 0; u < config.upstreams.size(); ++u) {
+        idle_[u].resize(config.upstreams[u].servers.size());
+    }
+}
+
+UpstreamPool::~UpstreamPool() = default;
+
+std::vector<UpstreamPtr>& UpstreamPool::idle_list(std::size_t upstream, std::size_t server) {
+    return idle_[upstream][server];
+}
+
+UpstreamPtr UpstreamPool::take_idle(std::size_t upstream, std::size_t server, UpstreamUser* user) {
+    auto& list = idle_list(upstream, server);
+    if (list.empty()) return nullptr;
+    UpstreamPtr connection = std::move(list.back());
+    list.pop_back();
+    connection->stream.cancel_timer();
+    connection->user = user;
+    connection->reused = true;
+    return connection;
+}
+
+UpstreamPtr UpstreamPool::connect(std::size_t upstream, std::size_t server, UpstreamUser* user,
+                                  std::string& error) {
+    const auto& address = config_.upstreams[upstream].servers[server].address;
+    UniqueFd fd(::socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) {
+        error = std::string("socket: ") + std::strerror(errno);
+        return nullptr;
+    }
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.storage), address.length);
+    if (rc != 0 && errno != EINPROGRESS) {
+        error = std::string("connect: ") + std::strerror(errno);
+        return nullptr;
+    }
+    auto connection = std::make_unique<UpstreamConnection>();
+    connection->upstream_index = upstream;
+    connection->server_index = server;
+    connection->user = user;
+    connection->pool = this;
+    connection->connected = rc == 0;
+    connection->stream.open(base_, std::move(fd), on_read, on_write, on_timer, connection.get());
+    return connection;
+}
+
+bool UpstreamPool::finish_connect(UpstreamConnection& connection, std::string& error) {
+    int so_error = 0;
+    socklen_t len = sizeof so_error;
+    if (::getsockopt(connection.stream.fd(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) {
+        so_error = errno;
+    }
+    if (so_error != 0) {
+        error = std::string("connect: ") + std::strerror(so_error);
+        return false;
+    }
+    connection.connected = true;
+    return true;
+}
+
+void UpstreamPool::release(UpstreamPtr connection) {
+    auto& list = idle_list(connection->upstream_index, connection->server_index);
+    auto limit = static_cast<std::size_t>(config_.upstreams[connection->upstream_index].keepalive);
+    if (list.size() >= limit || evbuffer_get_length(connection->stream.in()) != 0 ||
+        connection->stream.pending_output() != 0) {
+        return;  // closed by the unique_ptr
+    }
+    connection->user = nullptr;
+    connection->stream.enable_read(true);  // to see the upstream close it
+    connection->stream.arm_timer(config_.server.timeouts.keepalive);
+    list.push_back(std::move(connection));
+    if (list.size() > limit) list.erase(list.begin());
+}
+
+void UpstreamPool::on_idle_event(UpstreamConnection* connection) {
+    // Data, EOF or the idle timeout on a pooled connection: in every case it is no longer usable.
+    auto& list = idle_list(connection->upstream_index, connection->server_index);
+    auto it = std::find_if(list.begin(), list.end(),
+                           [&](const UpstreamPtr& p) { return p.get() == connection; });
+    if (it != list.end()) list.erase(it);
+}
+
+void UpstreamPool::close_all_idle() {
+    for (auto& servers : idle_) {
+        for (auto& list : servers) list.clear();
+    }
+}
+
+}  // namespace proxyd::worker

@@ -1,0 +1,245 @@
+#include "worker/worker.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "common/log.hpp"
+#include "worker/client_connection.hpp"
+
+namespace proxyd::worker {
+
+Worker::Worker(const WorkerOptions& options, event_base* base)
+    : options_(options),
+      config_(*options.config),
+      base_(base),
+      stats_(options.stats),
+      pool_(base, *options.config),
+      scratch_request_(std::make_unique<http::Request>()),
+      scratch_response_(std::make_unique<http::Response>()) {
+    for (std::size_t i = 0; i < config_.upstreams.size(); ++i) {
+        balancers_.emplace_back(static_cast<std::size_t>(options.slot));
+    }
+}
+
+Worker::~Worker() {
+    // Connections unlink themselves as they close; close what is left, then free them.
+    while (connections_) connections_->close();
+    for (auto* connection : retired_) delete connection;
+}
+
+bool Worker::start(std::string& error) {
+    for (int fd : options_.listen_fds) {
+        EventPtr event(event_new(base_, fd, EV_READ | EV_PERSIST, on_accept, this));
+        if (!event) {
+            error = "event_new failed";
+            return false;
+        }
+        accept_events_.push_back(std::move(event));
+    }
+    set_accepting(true);
+    channel_event_.reset(
+        event_new(base_, options_.channel_fd, EV_READ | EV_PERSIST, on_channel, this));
+    event_add(channel_event_.get(), nullptr);
+    for (int signal : {SIGTERM, SIGQUIT}) {
+        EventPtr event(evsignal_new(base_, signal, on_signal, this));
+        event_add(event.get(), nullptr);
+        signal_events_.push_back(std::move(event));
+    }
+    reaper_.reset(event_new(base_, -1, 0, on_reap, this));
+    return true;
+}
+
+void Worker::set_accepting(bool on) {
+    if (on == accepting_ || draining_) return;
+    for (auto& event : accept_events_) {
+        if (on) {
+            event_add(event.get(), nullptr);
+        } else {
+            event_del(event.get());
+        }
+    }
+    accepting_ = on;
+}
+
+void Worker::on_accept(evutil_socket_t fd, short, void* arg) {
+    static_cast<Worker*>(arg)->accept_from(fd);
+}
+
+void Worker::accept_from(int listen_fd) {
+    // A bounded batch per wake-up keeps one busy listener from starving the others.
+    for (int i = 0; i < 64 && accepting_; ++i) {
+        sockaddr_storage peer{};
+        socklen_t len = sizeof peer;
+        int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len,
+                           SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE) {
+                spdlog::error("accept: {} (open connections: {})", std::strerror(errno),
+                              open_connections_);
+            }
+            return;
+        }
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        auto* connection = new ClientConnection(*this, UniqueFd(fd), peer);
+        connection->next = connections_;
+        if (connections_) connections_->prev = connection;
+        connections_ = connection;
+        ++open_connections_;
+        stats_->connections_active.fetch_add(1, std::memory_order_relaxed);
+        stats_->connections_total.fetch_add(1, std::memory_order_relaxed);
+        connection->start();
+        if (open_connections_ >= static_cast<std::size_t>(config_.server.max_connections)) {
+            set_accepting(false);  // the kernel queues the rest until a connection closes
+        }
+    }
+}
+
+void Worker::retire(ClientConnection* connection) {
+    if (connection->prev) connection->prev->next = connection->next;
+    if (connection->next) connection->next->prev = connection->prev;
+    if (connections_ == connection) connections_ = connection->next;
+    connection->prev = connection->next = nullptr;
+    --open_connections_;
+    stats_->connections_active.fetch_sub(1, std::memory_order_relaxed);
+    retired_.push_back(connection);
+    if (reaper_) event_active(reaper_.get(), 0, 1);
+    if (!draining_ && open_connections_ < static_cast<std::size_t>(config_.server.max_connections)) {
+        set_accepting(true);
+    }
+}
+
+void Worker::on_reap(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Worker*>(arg);
+    for (auto* connection : self->retired_) delete connection;
+    self->retired_.clear();
+    self->maybe_exit();
+}
+
+std::unique_ptr<Exchange> Worker::acquire_exchange() {
+    if (free_exchanges_.empty()) return std::make_unique<Exchange>();
+    auto exchange = std::move(free_exchanges_.back());
+    free_exchanges_.pop_back();
+    return exchange;
+}
+
+void Worker::recycle_exchange(std::unique_ptr<Exchange> exchange) {
+    exchange->reset();
+    if (free_exchanges_.size() < 1024) free_exchanges_.push_back(std::move(exchange));
+}
+
+void Worker::on_channel(evutil_socket_t fd, short, void* arg) {
+    auto* self = static_cast<Worker*>(arg);
+    char buf[256];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    if (n <= 0) {
+        // The master is gone: nobody supervises us any more. Finish what is in flight and leave.
+        self->channel_event_.reset();
+        self->begin_drain();
+        return;
+    }
+    std::string_view commands(buf, static_cast<std::size_t>(n));
+    if (commands.find("quit") != std::string_view::npos) {
+        self->stop_now();
+    } else if (commands.find("drain") != std::string_view::npos) {
+        self->begin_drain();
+    }
+}
+
+void Worker::on_signal(evutil_socket_t signal, short, void* arg) {
+    auto* self = static_cast<Worker*>(arg);
+    if (signal == SIGQUIT) {
+        self->stop_now();
+    } else {
+        self->begin_drain();
+    }
+}
+
+void Worker::begin_drain() {
+    if (draining_) return;
+    set_accepting(false);
+    draining_ = true;
+    accept_events_.clear();
+    // The master keeps its own copies of the listening sockets; ours must go so that, if the
+    // master is gone, the sockets close and clients are refused rather than queued forever.
+    for (int fd : options_.listen_fds) ::close(fd);
+    pool_.close_all_idle();
+    spdlog::info("draining {} connection(s)", open_connections_);
+    for (ClientConnection* c = connections_; c;) {
+        ClientConnection* next = c->next;
+        c->begin_drain();
+        c = next;
+    }
+    drain_deadline_.reset(evtimer_new(base_, on_drain_deadline, this));
+    auto ms = config_.server.shutdown_timeout.count();
+    timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+    event_add(drain_deadline_.get(), &tv);
+    if (reaper_) event_active(reaper_.get(), 0, 1);
+}
+
+void Worker::on_drain_deadline(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Worker*>(arg);
+    spdlog::warn("shutdown_timeout reached with {} connection(s) open; closing them",
+                 self->open_connections_);
+    self->stop_now();
+}
+
+void Worker::maybe_exit() {
+    if (draining_ && open_connections_ == 0) event_base_loopexit(base_, nullptr);
+}
+
+void Worker::stop_now() { event_base_loopbreak(base_); }
+
+static void prepare_process(int slot) {
+    // Exit with the master: it is the only one who can supervise us.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    std::string name = "proxyd: worker " + std::to_string(slot);
+    ::prctl(PR_SET_NAME, name.c_str());
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    for (int signal : {SIGPIPE, SIGHUP, SIGINT, SIGUSR1, SIGUSR2}) ::sigaction(signal, &ignore, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+int run_worker(const WorkerOptions& options) {
+    prepare_process(options.slot);
+    std::string error;
+    log::setup_error_log(options.config->log, "worker " + std::to_string(options.slot), error);
+    if (!log::setup_access_log(options.config->log, error)) {
+        spdlog::error("access log {}: {}", options.config->log.access_log, error);
+        return 1;
+    }
+    EventBasePtr base(event_base_new());
+    if (!base) return 1;
+    int status = 0;
+    {
+        Worker worker(options, base.get());
+        if (!worker.start(error)) {
+            spdlog::error("worker start: {}", error);
+            return 1;
+        }
+        static constexpr char kReady[] = "ready\n";
+        if (::write(options.channel_fd, kReady, sizeof kReady - 1) < 0) return 1;
+        if (::getppid() != options.master_pid) {
+            worker.begin_drain();  // the master died before PDEATHSIG was set
+        }
+        event_base_dispatch(base.get());
+    }
+    log::shutdown();
+    return status;
+}
+
+}  // namespace proxyd::worker

@@ -1,0 +1,103 @@
+// A worker process: one event loop that accepts on its slot's listening sockets and proxies every
+// connection it accepted. Forked by the master after the config was validated, so it inherits the
+// config; it talks to the master over `channel` (commands in, "ready" out) and exits when the
+// master goes away.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/config/types.hpp"
+#include "common/http/parser.hpp"
+#include "common/shm/worker_stats.hpp"
+#include "common/util/event_ptr.hpp"
+#include "common/util/unique_fd.hpp"
+#include "worker/balancer/round_robin.hpp"
+#include "worker/request_id.hpp"
+#include "worker/upstream_pool.hpp"
+
+namespace proxyd::worker {
+
+class ClientConnection;
+struct Exchange;
+
+struct WorkerOptions {
+    const config::Config* config = nullptr;
+    std::vector<int> listen_fds;      // this slot's sockets, one per listen address
+    int channel_fd = -1;              // socketpair end to the master
+    shm::WorkerSlotStats* stats = nullptr;
+    int slot = 0;
+    int generation = 1;
+    pid_t master_pid = 0;
+};
+
+// Entry point after fork; returns the process exit status.
+int run_worker(const WorkerOptions& options);
+
+class Worker {
+public:
+    Worker(const WorkerOptions& options, event_base* base);
+    ~Worker();
+
+    bool start(std::string& error);
+    void begin_drain();
+    void stop_now();
+
+    // Shared with connections.
+    event_base* base() const { return base_; }
+    const config::Config& config() const { return config_; }
+    UpstreamPool& pool() { return pool_; }
+    shm::WorkerSlotStats& stats() { return *stats_; }
+    RequestIdGenerator& request_ids() { return request_ids_; }
+    RoundRobin& balancer(std::size_t upstream) { return balancers_[upstream]; }
+    // Reused per request so that heads are parsed and built without allocating.
+    http::Request& scratch_request() { return *scratch_request_; }
+    http::Response& scratch_response() { return *scratch_response_; }
+    std::vector<std::string_view>& scratch_views() { return scratch_views_; }
+    std::string& scratch() { return scratch_; }
+    bool draining() const { return draining_; }
+
+    std::unique_ptr<Exchange> acquire_exchange();
+    void recycle_exchange(std::unique_ptr<Exchange> exchange);
+
+    // Called by a connection once it has closed its socket; freed after the current callback.
+    void retire(ClientConnection* connection);
+
+private:
+    static void on_accept(evutil_socket_t fd, short, void* arg);
+    static void on_channel(evutil_socket_t fd, short, void* arg);
+    static void on_signal(evutil_socket_t signal, short, void* arg);
+    static void on_reap(evutil_socket_t, short, void* arg);
+    static void on_drain_deadline(evutil_socket_t, short, void* arg);
+    void accept_from(int listen_fd);
+    void set_accepting(bool on);
+    void maybe_exit();
+
+    const WorkerOptions options_;
+    const config::Config& config_;
+    event_base* base_;
+    shm::WorkerSlotStats* stats_;
+    UpstreamPool pool_;
+    RequestIdGenerator request_ids_;
+    std::vector<RoundRobin> balancers_;
+    std::unique_ptr<http::Request> scratch_request_;
+    std::unique_ptr<http::Response> scratch_response_;
+    std::vector<std::string_view> scratch_views_;
+    std::string scratch_;
+    std::vector<EventPtr> accept_events_;
+    std::vector<EventPtr> signal_events_;
+    EventPtr channel_event_;
+    EventPtr reaper_;
+    EventPtr drain_deadline_;
+    ClientConnection* connections_ = nullptr;  // intrusive list of open connections
+    std::vector<ClientConnection*> retired_;
+    std::vector<std::unique_ptr<Exchange>> free_exchanges_;
+    std::size_t open_connections_ = 0;
+    bool accepting_ = false;
+    bool draining_ = false;
+};
+
+}  // namespace proxyd::worker
