@@ -26,6 +26,8 @@ Backend behaviours, chosen by path (anything else echoes):
     /invalid                   answers garbage that is not HTTP
     /stall                     head with Content-Length 1000, 10 bytes of body, then nothing
     /early                     answers 200 at once without reading the request body, then drains it
+A query parameter close=1 makes any answer carry "Connection: close" and close the connection;
+Backend(keepalive_idle=S) closes kept-alive connections idle for S seconds.
 Every response carries "X-Backend: NAME". Backend.connections counts accepted TCP connections,
 Backend.requests records every request (method, target, headers, body length and sha256).
 """
@@ -458,8 +460,10 @@ def assert_error(resp, status):
 # Backend
 
 class Backend:
-    def __init__(self, name="b1"):
+    def __init__(self, name="b1", keepalive_idle=None):
+        """keepalive_idle: close a kept-alive connection after that many idle seconds."""
         self.name = name
+        self.keepalive_idle = keepalive_idle
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -524,7 +528,13 @@ class Backend:
         conn.settimeout(0.25)
         rd = Reader(conn, should_stop=self._stop.is_set, idle_limit=120.0)
         try:
+            first = True
             while not self._stop.is_set():
+                if not first and self.keepalive_idle is not None and not rd.buf:
+                    r, _, _ = select.select([conn], [], [], self.keepalive_idle)
+                    if not r:
+                        break
+                first = False
                 if not self._one(conn, rd):
                     break
         except (Closed, OSError, ValueError):
@@ -630,6 +640,8 @@ class Backend:
         rec["body_length"] = n[0]
         rec["body_sha256"] = h.hexdigest()
         self._record(rec)
+        if params.get("close") == "1":
+            keep = False
         return self._dispatch(conn, rd, method, path, params, rec, keep)
 
     def _record(self, rec):
@@ -977,9 +989,9 @@ class T:
         self._sockets = []
         self._n = 0
 
-    def backend(self, name=None):
+    def backend(self, name=None, **kw):
         self._n += 1
-        b = Backend(name or "b%d" % self._n)
+        b = Backend(name or "b%d" % self._n, **kw)
         self._backends.append(b)
         return b
 

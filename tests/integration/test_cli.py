@@ -231,3 +231,9 @@ def test_invalid_config_does_not_start(t):
     assert not os.path.exists(t.path("p.pid")), "pid file written"
     err = open(t.path("err")).read()
     assert "nope" in err, "error not reported on stderr: %r" % err
+
+
+def test_check_missing_file(t):
+    r = t.run([harness.PROXYD, "-t", "-c", t.path("does-not-exist.toml")])
+    assert r.returncode == 1, r
+    assert "does-not-exist.toml" in r.stderr, r.stderr

@@ -241,3 +241,38 @@ def test_malformed_inputs_do_not_crash_worker(t):
     assert px.get("/echo").status == 200
     assert px.worker_pids() == pids, "a worker died: %r -> %r" % (pids, px.worker_pids())
     wait_until(lambda: px.proc.poll() is None, 1)
+
+
+def test_every_proxy_error_format(t):
+    """Each status the proxy produces itself: JSON body with request_id == X-Request-Id, and
+    server.response_headers added."""
+    be = t.backend()
+    px = t.proxy_to(be, routes=[{"path": "/dead", "upstream": "dead"},
+                                {"path": "/empty", "upstream": "empty"},
+                                {"path": "/app", "upstream": "b"}],
+                    upstreams={"dead": {"servers": [{"address": t.refusing_address()}]},
+                               "empty": {"servers": []}},
+                    server={"response_headers": {"X-RH": "on"},
+                            "limits": {"max_body_size": 100, "max_uri_size": 512,
+                                       "max_header_size": 2048},
+                            "timeouts": {"header": "1s", "upstream_response": "1s"}})
+    cases = {
+        400: b"NOT HTTP AT ALL\r\n\r\n",
+        404: build_request("GET", "/nothing"),
+        408: b"GET /app/echo HTTP/1.1\r\nHost: x\r\n",
+        413: build_request("POST", "/app/echo", body=b"x" * 101),
+        414: build_request("GET", "/app/" + "u" * 600),
+        431: build_request("GET", "/app/echo", headers={"X-Big": "h" * 3000}),
+        502: build_request("GET", "/dead/x"),
+        503: build_request("GET", "/empty/x"),
+        504: build_request("GET", "/app/hang"),
+    }
+    bad = []
+    for status, raw in cases.items():
+        try:
+            r = px.send_raw(raw, timeout=5)
+            assert_error(r, status)
+            assert r.header("X-RH") == "on", "no response header X-RH on %d" % status
+        except Exception as e:
+            bad.append("%d: %s" % (status, e))
+    assert not bad, "\n".join(bad)

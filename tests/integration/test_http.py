@@ -315,3 +315,86 @@ def test_curl_client(t):
     r = t.run(["curl", "-sS", "-m", "10", "-o", "/dev/null", "-o", "/dev/null", "-w",
                "%{http_code} %{num_connects}\n", px.url + "/echo?1", px.url + "/echo?2"])
     assert r.returncode == 0 and r.stdout.split("\n")[:2] == ["200 1", "200 0"], r
+
+
+def test_client_connection_close(t):
+    px = t.proxy_to(t.backend())
+    with px.conn() as c:
+        r = c.request("GET", "/echo", headers={"Connection": "close"})
+        assert r.status == 200, r
+        assert c.rd.eof or c.wait_closed(3), "connection kept after Connection: close"
+
+
+def test_upload_chunk_extensions_and_trailers(t):
+    px = t.proxy_to(t.backend())
+    body = b"5;ext=1\r\nhello\r\n6;a=b;c\r\n world\r\n0\r\nX-Trailer: y\r\n\r\n"
+    with px.conn() as c:
+        r = c.request("POST", "/echo", headers=[("Transfer-Encoding", "Chunked")], body=body)
+        assert r.status == 200, r
+        j = r.json()
+        assert j["body_length"] == 11, j
+        assert j["body_sha256"] == hashlib.sha256(b"hello world").hexdigest()
+        assert c.request("GET", "/echo?next").json()["path"] == "/echo?next"
+
+
+def test_client_abort_mid_download(t):
+    """A client that goes away in the middle of a big response leaves no broken state: the
+    following requests get correct answers."""
+    be = t.backend()
+    px = t.proxy_to(be)
+    for _ in range(3):
+        c = px.conn()
+        c.send(build_request("GET", "/big/%d" % (50 * MiB)))
+        c.rd.read_head()
+        c.rd.read_exact(200000, lambda b: None)
+        c.close()
+    for i in range(20):
+        r = px.get("/echo?i=%d" % i, timeout=5)
+        assert r.status == 200 and r.json()["path"] == "/echo?i=%d" % i, r
+    h = hashlib.sha256()
+    r = px.request("GET", "/big/1000000", timeout=10, )
+    h.update(r.body)
+    assert h.hexdigest() == pattern_sha256(1000000)
+
+
+def test_client_abort_mid_upload(t):
+    be = t.backend()
+    px = t.proxy_to(be)
+    for _ in range(3):
+        c = px.conn()
+        c.send(build_request("POST", "/echo", headers={"Content-Length": str(MiB)}))
+        c.send(b"u" * 100000)
+        time.sleep(0.1)
+        c.close()
+    for i in range(20):
+        r = px.request("POST", "/echo?i=%d" % i, body=b"v" * 1000, timeout=5)
+        assert r.status == 200 and r.json()["path"] == "/echo?i=%d" % i, r
+        assert r.json()["body_length"] == 1000
+
+
+def test_concurrent_clients(t):
+    """40 clients at once, 10 keep-alive requests each, 2 workers: every answer right."""
+    be = t.backend()
+    px = t.proxy_to(be, server={"workers": 2})
+    errors = []
+
+    def client(k):
+        try:
+            with px.conn(timeout=10) as c:
+                for i in range(10):
+                    body = b"%d-%d" % (k, i)
+                    r = c.request("POST", "/echo?k=%d&i=%d" % (k, i), body=body)
+                    j = r.json()
+                    if r.status != 200 or j["path"] != "/echo?k=%d&i=%d" % (k, i) or \
+                            j["body_sha256"] != hashlib.sha256(body).hexdigest():
+                        errors.append((k, i, r))
+        except Exception as e:
+            errors.append((k, repr(e)))
+    ths = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(40)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(30)
+    assert not any(th.is_alive() for th in ths), "clients still running after 30s"
+    assert not errors, errors[:5]
+    assert be.served == 400

@@ -179,3 +179,23 @@ def test_max_connections(t):
         for c in cs + [fourth]:
             if c:
                 c.close()
+
+
+def test_timeouts_do_not_cut_active_requests(t):
+    """header, body, keepalive and upstream_idle of 1 s don't cut a slow response, a long
+    stream or an upload that keeps moving."""
+    px = t.proxy_to(t.backend(), server={"timeouts": {
+        "header": "1s", "body": "1s", "keepalive": "1s", "upstream_idle": "1s",
+        "upstream_response": "3s"}})
+    with px.conn(timeout=10) as c:
+        r = c.request("GET", "/slow/1500")
+        assert r.status == 200 and r.body == b"slow 1500\n", r
+        r = c.request("GET", "/stream/2")
+        assert r.status == 200 and r.body.count(b"tick") == 20, r
+        c.send(build_request("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]))
+        for _ in range(5):
+            c.send(b"a\r\n0123456789\r\n")
+            time.sleep(0.5)
+        c.send(b"0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["body_length"] == 50, r

@@ -272,3 +272,37 @@ def test_workers_auto(t):
                    len(px.status_json()["workers"]), 3)
     assert n in want, n
     assert px.get("/echo").status == 200
+
+
+def test_stop_graceful_closes_idle_keepalive(t):
+    """Idle keep-alive connections don't hold a graceful stop up to shutdown_timeout."""
+    px = t.proxy_to(t.backend(), server={"shutdown_timeout": "10s"})
+    c = px.conn()
+    try:
+        assert c.request("GET", "/echo").status == 200
+        t0 = time.monotonic()
+        r = px.proxyctl("stop", timeout=15)
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r
+        assert took < 3, "graceful stop with one idle keep-alive connection took %.1fs" % took
+        assert c.wait_closed(1), "idle connection not closed"
+    finally:
+        c.close()
+
+
+def test_listen_address_in_use(t):
+    """A listen address that can't be bound: proxyd exits non-zero with the reason."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    try:
+        port = s.getsockname()[1]
+        px = t.proxy({"server": {"listen": ["127.0.0.1:%d" % port]},
+                      "upstreams": {"b": {"servers": [{"address": "127.0.0.1:9"}]}},
+                      "routes": [{"path": "/", "upstream": "b"}]}, start=False)
+        px.start(wait=False)
+        code = px.wait_exit(10)
+        assert code not in (None, 0), "exit code %r" % code
+        assert str(port) in px.output() or "in use" in px.output().lower(), px.output()
+    finally:
+        s.close()

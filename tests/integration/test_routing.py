@@ -135,3 +135,32 @@ def test_upstream_connections_pooled(t):
         assert px.get("/echo?j=%d" % i).status == 200
     assert be.connections - before <= 2, (
         "backend saw %d new connections for 20 sequential clients" % (be.connections - before))
+
+
+def test_upstream_connection_close_not_reused(t):
+    """A backend answer with "Connection: close" ends that upstream connection: the next
+    request goes over a new one and succeeds."""
+    be = t.backend()
+    px = t.proxy_to(be)
+    with px.conn() as c:
+        for i in range(5):
+            r = c.request("GET", "/echo?close=1&i=%d" % i)
+            assert r.status == 200 and r.json()["path"] == "/echo?close=1&i=%d" % i, r
+    assert be.connections == 5, "expected one upstream connection per request, saw %d" % (
+        be.connections)
+
+
+def test_upstream_idle_close_detected(t):
+    """A backend that closes idle keep-alive connections after 0.2 s: requests 0.5 s apart all
+    succeed (the pool drops connections closed by the server)."""
+    import time
+    be = t.backend(keepalive_idle=0.2)
+    px = t.proxy_to(be)
+    with px.conn() as c:
+        for i in range(4):
+            r = c.request("GET", "/echo?i=%d" % i)
+            assert r.status == 200, "request %d after an upstream idle close: %r" % (i, r)
+            time.sleep(0.5)
+    for i in range(3):
+        assert px.get("/echo").status == 200
+        time.sleep(0.5)
