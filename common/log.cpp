@@ -14,11 +14,16 @@ std::shared_ptr<spdlog::logger> g_access;
 
 spdlog::level::level_enum to_spdlog(config::LogLevel level) {
     switch (level) {
-        case config::LogLevel::Trace: return spdlog::level::trace;
-        case config::LogLevel::Debug: return spdlog::level::debug;
-        case config::LogLevel::Info: return spdlog::level::info;
-        case config::LogLevel::Warn: return spdlog::level::warn;
-        case config::LogLevel::Error: return spdlog::level::err;
+        case config::LogLevel::Trace:
+            return spdlog::level::trace;
+        case config::LogLevel::Debug:
+            return spdlog::level::debug;
+        case config::LogLevel::Info:
+            return spdlog::level::info;
+        case config::LogLevel::Warn:
+            return spdlog::level::warn;
+        case config::LogLevel::Error:
+            return spdlog::level::err;
     }
     return spdlog::level::info;
 }
@@ -26,7 +31,7 @@ spdlog::level::level_enum to_spdlog(config::LogLevel level) {
 // "%*" in a pattern: the message escaped for a JSON string, so JSON logs stay parseable whatever
 // a message contains (paths, header values).
 class JsonPayloadFlag final : public spdlog::custom_flag_formatter {
-public:
+  public:
     void format(const spdlog::details::log_msg& msg, const std::tm&,
                 spdlog::memory_buf_t& dest) override {
         std::string escaped;
@@ -43,8 +48,9 @@ std::unique_ptr<spdlog::formatter> make_error_formatter(config::LogFormat format
     auto formatter = std::make_unique<spdlog::pattern_formatter>();
     if (format == config::LogFormat::Json) {
         formatter->add_flag<JsonPayloadFlag>('*');
-        formatter->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","pid":%P,"role":")" +
-                               role + R"(","msg":"%*"})");
+        formatter->set_pattern(
+            R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","pid":%P,"role":")" + role +
+            R"(","msg":"%*"})");
     } else {
         formatter->set_pattern("%Y-%m-%d %H:%M:%S.%e [%l] [" + role + " %P] %v");
     }
@@ -64,7 +70,8 @@ spdlog::sink_ptr make_sink(const std::string& path, bool stderr_for_dash) {
 bool setup_error_log(const config::LogSection& section, const std::string& role,
                      std::string& error) {
     try {
-        auto logger = std::make_shared<spdlog::logger>("proxyd", make_sink(section.error_log, true));
+        auto logger =
+            std::make_shared<spdlog::logger>("proxyd", make_sink(section.error_log, true));
         logger->set_formatter(make_error_formatter(section.format, role));
         logger->set_level(to_spdlog(section.level));
         logger->flush_on(spdlog::level::trace);
@@ -97,7 +104,9 @@ bool setup_access_log(const config::LogSection& section, std::string& error) {
     }
 }
 
-spdlog::logger* access_logger() { return g_access.get(); }
+spdlog::logger* access_logger() {
+    return g_access.get();
+}
 
 void shutdown() {
     if (g_access) g_access->flush();
@@ -109,11 +118,21 @@ void append_json_escaped(std::string& out, std::string_view text) {
     static constexpr char kHex[] = "0123456789abcdef";
     for (unsigned char c : text) {
         switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
             default:
                 if (c < 0x20 || c == 0x7f) {
                     out += "\\u00";

@@ -1,17 +1,18 @@
 #include "master/control_server.hpp"
 
 #include <event2/buffer.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 #include "common/control/protocol.hpp"
 
 namespace proxyd::master {
 
-ControlConnection::~ControlConnection() { bufferevent_free(bev_); }
+ControlConnection::~ControlConnection() {
+    bufferevent_free(bev_);
+}
 
 void ControlConnection::reply(const nlohmann::json& message) {
     std::string frame = control::encode_frame(message);

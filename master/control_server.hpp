@@ -8,7 +8,6 @@
 #include <functional>
 #include <list>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "common/util/event_ptr.hpp"
@@ -19,20 +18,20 @@ namespace proxyd::master {
 class ControlServer;
 
 class ControlConnection {
-public:
+  public:
     ControlConnection(ControlServer& server, bufferevent* bev) : server_(server), bev_(bev) {}
     ~ControlConnection();
     void reply(const nlohmann::json& message);
     bufferevent* bev() const { return bev_; }
     ControlServer& server() { return server_; }
 
-private:
+  private:
     ControlServer& server_;
     bufferevent* bev_;
 };
 
 class ControlServer {
-public:
+  public:
     // The handler gets every request; it must reply through the connection (now or later).
     using Handler = std::function<void(const nlohmann::json& request, ControlConnection& from)>;
 
@@ -41,7 +40,7 @@ public:
     int fd() const { return listener_.get(); }
     void close_connection(ControlConnection* connection);
 
-private:
+  private:
     static void on_accept(evutil_socket_t fd, short, void* arg);
     static void on_read(bufferevent* bev, void* arg);
     static void on_event(bufferevent* bev, short what, void* arg);

@@ -1,11 +1,10 @@
 // proxyd: check a config (-t), or run the master in the foreground.
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 #include "common/config/load.hpp"
 #include "common/log.hpp"

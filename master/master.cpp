@@ -1,6 +1,7 @@
 #include "master/master.hpp"
 
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -11,8 +12,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "common/control/protocol.hpp"
 #include "common/log.hpp"
@@ -108,7 +107,8 @@ bool Master::setup_signals(std::string& error) {
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
     ::sigaction(SIGPIPE, &ignore, nullptr);
-    signal_event_.reset(event_new(base_.get(), signal_fd_.get(), EV_READ | EV_PERSIST, on_signal, this));
+    signal_event_.reset(
+        event_new(base_.get(), signal_fd_.get(), EV_READ | EV_PERSIST, on_signal, this));
     event_add(signal_event_.get(), nullptr);
     return true;
 }
@@ -190,8 +190,8 @@ bool Master::spawn_worker(int slot) {
     worker.started = std::chrono::steady_clock::now();
     worker.stats_slot = stats_slot;
     worker.channel.reset(pair[0]);
-    worker.channel_event.reset(event_new(base_.get(), pair[0], EV_READ | EV_PERSIST,
-                                         on_worker_channel, this));
+    worker.channel_event.reset(
+        event_new(base_.get(), pair[0], EV_READ | EV_PERSIST, on_worker_channel, this));
     event_add(worker.channel_event.get(), nullptr);
     workers_.push_back(std::move(worker));
     spdlog::info("worker {} started, pid {}", slot, pid);
@@ -238,14 +238,27 @@ void Master::on_signal(evutil_socket_t fd, short, void* arg) {
     signalfd_siginfo info;
     while (::read(fd, &info, sizeof info) == sizeof info) {
         switch (info.ssi_signo) {
-            case SIGCHLD: self->reap_children(); break;
+            case SIGCHLD:
+                self->reap_children();
+                break;
             case SIGTERM:
-            case SIGINT: self->begin_stop(false); break;
-            case SIGQUIT: self->begin_stop(true); break;
-            case SIGHUP: spdlog::warn("SIGHUP: reload is not supported yet; ignored"); break;
-            case SIGUSR1: spdlog::warn("SIGUSR1: log reopening is not supported yet; ignored"); break;
-            case SIGUSR2: spdlog::warn("SIGUSR2: binary upgrade is not supported yet; ignored"); break;
-            default: break;
+            case SIGINT:
+                self->begin_stop(false);
+                break;
+            case SIGQUIT:
+                self->begin_stop(true);
+                break;
+            case SIGHUP:
+                spdlog::warn("SIGHUP: reload is not supported yet; ignored");
+                break;
+            case SIGUSR1:
+                spdlog::warn("SIGUSR1: log reopening is not supported yet; ignored");
+                break;
+            case SIGUSR2:
+                spdlog::warn("SIGUSR2: binary upgrade is not supported yet; ignored");
+                break;
+            default:
+                break;
         }
     }
 }
@@ -262,7 +275,8 @@ void Master::on_worker_channel(evutil_socket_t fd, short, void* arg) {
         it->channel_event.reset();  // the worker is exiting; SIGCHLD will tell how
         return;
     }
-    if (std::string_view(buf, static_cast<std::size_t>(n)).find("ready") != std::string_view::npos &&
+    if (std::string_view(buf, static_cast<std::size_t>(n)).find("ready") !=
+            std::string_view::npos &&
         !it->ready) {
         it->ready = true;
         spdlog::debug("worker {} (pid {}) ready", it->slot, it->pid);
@@ -330,9 +344,9 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
     int version = request.value("v", 0);
     std::string command = request.value("cmd", "");
     if (version != control::kProtocolVersion) {
-        from.reply(control::make_reply(false, "unsupported control protocol version " +
-                                                  std::to_string(version) + " (this master speaks " +
-                                                  std::to_string(control::kProtocolVersion) + ")"));
+        from.reply(control::make_reply(
+            false, "unsupported control protocol version " + std::to_string(version) +
+                       " (this master speaks " + std::to_string(control::kProtocolVersion) + ")"));
         return;
     }
     if (command == "status") {
@@ -343,9 +357,8 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
         reply["ok"] = true;
         reply["message"] = "proxyd " + std::string(PROXYD_VERSION) + ", master " +
                            std::to_string(::getpid()) + ", generation " +
-                           std::to_string(generation_) + ", " +
-                           std::to_string(workers_.size()) + " worker(s), " +
-                           std::to_string(connections) + " open connection(s)";
+                           std::to_string(generation_) + ", " + std::to_string(workers_.size()) +
+                           " worker(s), " + std::to_string(connections) + " open connection(s)";
         from.reply(reply);
         return;
     }
@@ -368,10 +381,12 @@ nlohmann::json Master::status_json() const {
     nlohmann::json workers = nlohmann::json::array();
     std::vector<const WorkerProcess*> sorted;
     for (const auto& w : workers_) sorted.push_back(&w);
-    std::sort(sorted.begin(), sorted.end(),
-              [](auto* a, auto* b) { return a->slot < b->slot || (a->slot == b->slot && a->pid < b->pid); });
+    std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) {
+        return a->slot < b->slot || (a->slot == b->slot && a->pid < b->pid);
+    });
     for (const auto* w : sorted) {
-        auto connections = stats_.slot(w->stats_slot).connections_active.load(std::memory_order_relaxed);
+        auto connections =
+            stats_.slot(w->stats_slot).connections_active.load(std::memory_order_relaxed);
         workers.push_back({{"slot", w->slot},
                            {"pid", w->pid},
                            {"generation", w->generation},
@@ -413,11 +428,14 @@ void Master::begin_stop(bool fast) {
 void Master::on_stop_deadline(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Master*>(arg);
     for (auto& worker : self->workers_) {
-        spdlog::warn("worker {} (pid {}) did not exit in time; killing it", worker.slot, worker.pid);
+        spdlog::warn("worker {} (pid {}) did not exit in time; killing it", worker.slot,
+                     worker.pid);
         ::kill(worker.pid, SIGKILL);
     }
 }
 
-void Master::finish_stop() { event_base_loopexit(base_.get(), nullptr); }
+void Master::finish_stop() {
+    event_base_loopexit(base_.get(), nullptr);
+}
 
 }  // namespace proxyd::master

@@ -6,10 +6,9 @@
 
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/config/types.hpp"
 #include "common/shm/worker_stats.hpp"
@@ -25,10 +24,10 @@ struct WorkerProcess {
     int generation = 1;
     bool ready = false;
     bool draining = false;
-    double started_at = 0;          // unix time, for status
+    double started_at = 0;  // unix time, for status
     std::chrono::steady_clock::time_point started;
     std::size_t stats_slot = 0;
-    UniqueFd channel;                // socketpair end: commands out, "ready" in
+    UniqueFd channel;  // socketpair end: commands out, "ready" in
     EventPtr channel_event;
 };
 
@@ -42,13 +41,13 @@ struct SlotState {
 };
 
 class Master {
-public:
+  public:
     Master(config::Config config);
     ~Master();
     // Runs until stopped; returns the process exit status.
     int run();
 
-private:
+  private:
     bool open_listeners(std::string& error);
     bool open_control_socket(std::string& error);
     bool setup_signals(std::string& error);

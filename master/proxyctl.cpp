@@ -89,8 +89,7 @@ proxyd::UniqueFd connect_to(const std::string& path, std::string& error) {
     }
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        error = "cannot connect to " + path + ": " + std::strerror(errno) +
-                " (is proxyd running?)";
+        error = "cannot connect to " + path + ": " + std::strerror(errno) + " (is proxyd running?)";
         return {};
     }
     return fd;

@@ -1,14 +1,13 @@
 #include "worker/client_connection.hpp"
 
 #include <arpa/inet.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-
-#include <spdlog/spdlog.h>
 
 #include "common/log.hpp"
 #include "common/net/listener.hpp"
@@ -40,13 +39,13 @@ void append_chunk_header(evbuffer* out, std::size_t n) {
 http::ChunkedDecoder::Result parse_framing_front(evbuffer* in, http::ChunkedDecoder& decoder) {
     evbuffer_iovec first;
     if (evbuffer_peek(in, -1, nullptr, &first, 1) < 1) return {};
-    auto result =
-        decoder.parse_framing(static_cast<const char*>(first.iov_base), first.iov_len);
+    auto result = decoder.parse_framing(static_cast<const char*>(first.iov_base), first.iov_len);
     std::size_t len = evbuffer_get_length(in);
     if (result.consumed == 0 && !result.error && first.iov_len < len) {
         // The framing straddles chains: make a small front contiguous and retry.
         std::size_t window = std::min<std::size_t>(len, http::ChunkedDecoder::kMaxLineLength + 64);
-        auto* p = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(window)));
+        auto* p =
+            reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(window)));
         result = decoder.parse_framing(p, window);
     }
     return result;
@@ -142,7 +141,8 @@ void ClientConnection::on_readable() {
     bool body = exchange_ && !exchange_->request_done;
     switch (stream_.read(body ? kBodyReadSize : kHeadReadSize)) {
         case Stream::ReadResult::Data:
-        case Stream::ReadResult::WouldBlock: break;
+        case Stream::ReadResult::WouldBlock:
+            break;
         case Stream::ReadResult::Eof:
             client_eof_ = true;
             stream_.enable_read(false);
@@ -223,7 +223,9 @@ void ClientConnection::on_timer() {
             }
             return;
         case Phase::Lingering:
-        case Phase::Closed: close(); return;
+        case Phase::Closed:
+            close();
+            return;
     }
 }
 
@@ -241,9 +243,10 @@ void ClientConnection::read_request_head() {
         stream_.arm_timer(server.timeouts.header);
         head_timer_armed_ = true;
     }
-    std::size_t window = std::min(len, std::max(server.limits.max_header_size,
-                                                 server.limits.max_uri_size) + 1024);
-    auto* data = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(window)));
+    std::size_t window =
+        std::min(len, std::max(server.limits.max_header_size, server.limits.max_uri_size) + 1024);
+    auto* data =
+        reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(window)));
     http::Request& request = worker_.scratch_request();
     http::RequestLimits limits{server.limits.max_header_size, server.limits.max_uri_size};
     switch (http::parse_request(data, window, limits, request)) {
@@ -257,7 +260,9 @@ void ClientConnection::read_request_head() {
         case http::ParseStatus::Error:
             fail(Failure::BadRequest, request.error_reason, request.error_status);
             return;
-        case http::ParseStatus::Done: begin_request(request); return;
+        case http::ParseStatus::Done:
+            begin_request(request);
+            return;
     }
 }
 
@@ -377,7 +382,8 @@ void ClientConnection::connect_upstream() {
             }
             return;
         }
-        spdlog::warn("upstream {} server {}: {}", worker_.config().upstreams[ex.upstream_index].name,
+        spdlog::warn("upstream {} server {}: {}",
+                     worker_.config().upstreams[ex.upstream_index].name,
                      servers[ex.server_index].id, error);
         ++ex.attempt;
     }
@@ -523,7 +529,8 @@ void ClientConnection::on_upstream_readable() {
     // The upstream closed or reset.
     if (!ex.response_head_done) {
         retry_or_fail(Failure::UpstreamFailed, "upstream closed before responding");
-    } else if (ex.response_body == http::BodyKind::UntilClose && result == Stream::ReadResult::Eof) {
+    } else if (ex.response_body == http::BodyKind::UntilClose &&
+               result == Stream::ReadResult::Eof) {
         if (ex.client_framing == Framing::Chunked) {
             evbuffer_add(stream_.out(), "0\r\n\r\n", 5);
             ex.bytes_out += 5;
@@ -569,12 +576,14 @@ void ClientConnection::read_response_head() {
             reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(window)));
         switch (http::parse_response(data, window, kMaxResponseHead, ex.is_head, response)) {
             case http::ParseStatus::Incomplete:
-                if (len > kMaxResponseHead) fail(Failure::UpstreamFailed, "response head too large");
+                if (len > kMaxResponseHead)
+                    fail(Failure::UpstreamFailed, "response head too large");
                 return;
             case http::ParseStatus::Error:
                 fail(Failure::UpstreamFailed, response.error_reason);
                 return;
-            case http::ParseStatus::Done: break;
+            case http::ParseStatus::Done:
+                break;
         }
         if (response.status >= 200) break;
         if (response.status == 101) {
@@ -603,7 +612,8 @@ void ClientConnection::send_response_head(const http::Response& response) {
         stream_.enable_read(false);
         stream_.cancel_timer();
     }
-    bool keep_alive = ex.keep_alive && !worker_.draining() && !client_eof_ && !close_after_response_;
+    bool keep_alive =
+        ex.keep_alive && !worker_.draining() && !client_eof_ && !close_after_response_;
     ex.client_framing = choose_client_framing(response, ex.version_minor, keep_alive);
     ex.keep_alive = keep_alive;
 
@@ -630,7 +640,9 @@ void ClientConnection::forward_response_body() {
     evbuffer* in = ex.upstream->stream.in();
     bool complete = false;
     switch (ex.response_body) {
-        case http::BodyKind::None: complete = true; break;
+        case http::BodyKind::None:
+            complete = true;
+            break;
         case http::BodyKind::ContentLength: {
             auto n = static_cast<std::size_t>(
                 std::min<std::uint64_t>(ex.response_remaining, evbuffer_get_length(in)));
@@ -643,7 +655,9 @@ void ClientConnection::forward_response_body() {
             if (!forward_chunked_response_body(in)) return;
             complete = ex.response_chunks.done();
             break;
-        case http::BodyKind::UntilClose: move_response_data(in, evbuffer_get_length(in)); break;
+        case http::BodyKind::UntilClose:
+            move_response_data(in, evbuffer_get_length(in));
+            break;
     }
     if (complete && evbuffer_get_length(in) > 0) ex.upstream_reusable = false;  // junk after body
     if (!flush_client()) return;
@@ -753,18 +767,34 @@ void ClientConnection::fail(Failure failure, std::string_view detail, int parser
             status = parser_status ? parser_status : 400;
             must_close = true;
             break;
-        case Failure::NoRoute: status = 404; break;
+        case Failure::NoRoute:
+            status = 404;
+            break;
         case Failure::HeadTimeout:
-        case Failure::BodyTimeout: status = 408; must_close = true; break;
-        case Failure::BodyTooLarge: status = 413; must_close = true; break;
-        case Failure::NoServer: status = 503; break;
-        case Failure::UpstreamFailed: status = 502; break;
-        case Failure::UpstreamTimeout: status = 504; break;
+        case Failure::BodyTimeout:
+            status = 408;
+            must_close = true;
+            break;
+        case Failure::BodyTooLarge:
+            status = 413;
+            must_close = true;
+            break;
+        case Failure::NoServer:
+            status = 503;
+            break;
+        case Failure::UpstreamFailed:
+            status = 502;
+            break;
+        case Failure::UpstreamTimeout:
+            status = 504;
+            break;
         case Failure::UpstreamAborted:
-        case Failure::ClientGone: break;
+        case Failure::ClientGone:
+            break;
     }
     if (status >= 500 || failure == Failure::UpstreamAborted) {
-        const char* upstream_name = ex.route ? worker_.config().upstreams[ex.upstream_index].name.c_str() : "-";
+        const char* upstream_name =
+            ex.route ? worker_.config().upstreams[ex.upstream_index].name.c_str() : "-";
         spdlog::warn("request {} to upstream {}: {} ({})", ex.request_id, upstream_name,
                      status ? status : 0, detail.empty() ? "aborted" : detail);
     }

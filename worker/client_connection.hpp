@@ -31,16 +31,16 @@ class Worker;
 // What went wrong, classified once: where it came from decides the status and whether the
 // client connection survives.
 enum class Failure {
-    BadRequest,        // 400, or the parser's status (414, 431, 505)
-    NoRoute,           // 404
-    HeadTimeout,       // 408
-    BodyTimeout,       // 408 before the response started
-    BodyTooLarge,      // 413
-    NoServer,          // 503: the upstream has no server
-    UpstreamFailed,    // 502: refused, reset, or an invalid response
-    UpstreamTimeout,   // 504: no response head in time
-    UpstreamAborted,   // the response broke off after it started: close the client
-    ClientGone,        // the client closed or reset: close the upstream
+    BadRequest,       // 400, or the parser's status (414, 431, 505)
+    NoRoute,          // 404
+    HeadTimeout,      // 408
+    BodyTimeout,      // 408 before the response started
+    BodyTooLarge,     // 413
+    NoServer,         // 503: the upstream has no server
+    UpstreamFailed,   // 502: refused, reset, or an invalid response
+    UpstreamTimeout,  // 504: no response head in time
+    UpstreamAborted,  // the response broke off after it started: close the client
+    ClientGone,       // the client closed or reset: close the upstream
 };
 
 // Per-request state. Recycled through the worker's free list, so its strings keep their capacity
@@ -55,7 +55,7 @@ struct Exchange {
     UpstreamPtr upstream;
 
     std::string method;
-    std::string target;      // for the access log
+    std::string target;  // for the access log
     std::string request_id;
     std::string upstream_head;  // kept until the response starts, to resend on a fresh connection
     int version_minor = 1;
@@ -63,14 +63,14 @@ struct Exchange {
     bool keep_alive = true;
 
     http::BodyKind request_body = http::BodyKind::None;
-    std::uint64_t request_remaining = 0;     // Content-Length bytes still to forward
+    std::uint64_t request_remaining = 0;  // Content-Length bytes still to forward
     std::uint64_t request_body_bytes = 0;
     http::ChunkedDecoder request_chunks;
     bool request_done = false;
-    bool request_body_sent = false;          // some body byte left the proxy: no resend
+    bool request_body_sent = false;  // some body byte left the proxy: no resend
 
     bool response_head_done = false;
-    bool response_started = false;           // something was written to the client
+    bool response_started = false;  // something was written to the client
     int status = 0;
     http::BodyKind response_body = http::BodyKind::None;
     Framing client_framing = Framing::None;
@@ -84,7 +84,7 @@ struct Exchange {
 };
 
 class ClientConnection final : public UpstreamUser {
-public:
+  public:
     ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer);
     ~ClientConnection();
 
@@ -102,7 +102,7 @@ public:
     ClientConnection* prev = nullptr;
     ClientConnection* next = nullptr;
 
-private:
+  private:
     enum class Phase { WaitingHead, Exchanging, Lingering, Closed };
 
     static void on_read_event(evutil_socket_t, short, void* arg);

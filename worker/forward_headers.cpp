@@ -36,8 +36,8 @@ bool named_by_connection(const http::Header* headers, std::size_t count, std::st
 
 bool is_hop_by_hop(std::string_view name) {
     static constexpr std::string_view kNames[] = {
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
-        "transfer-encoding", "content-length"};
+        "connection", "keep-alive", "proxy-connection",  "te",
+        "trailer",    "upgrade",    "transfer-encoding", "content-length"};
     for (auto n : kNames) {
         if (iequals(name, n)) return true;
     }
@@ -47,8 +47,9 @@ bool is_hop_by_hop(std::string_view name) {
 // Headers the proxy sets itself on the way up.
 bool is_replaced_upstream(std::string_view name) {
     static constexpr std::string_view kNames[] = {
-        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-id",
-        "proxy-authorization", "expect"};
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+        "x-real-ip",       "x-request-id",      "proxy-authorization",
+        "expect"};
     for (auto n : kNames) {
         if (iequals(name, n)) return true;
     }
@@ -141,8 +142,10 @@ void build_upstream_request_head(const http::Request& request, const UpstreamReq
 Framing choose_client_framing(const http::Response& response, int client_version_minor,
                               bool& keep_alive) {
     switch (response.body) {
-        case http::BodyKind::None: return Framing::None;
-        case http::BodyKind::ContentLength: return Framing::ContentLength;
+        case http::BodyKind::None:
+            return Framing::None;
+        case http::BodyKind::ContentLength:
+            return Framing::ContentLength;
         case http::BodyKind::Chunked:
         case http::BodyKind::UntilClose:
             if (client_version_minor >= 1) return Framing::Chunked;

@@ -26,10 +26,10 @@ enum class Framing {
 };
 
 struct UpstreamRequestInfo {
-    std::string_view path;          // after strip_prefix
-    std::string_view query;         // without '?'
-    std::string_view client_ip;     // TCP peer, appended to X-Forwarded-For
-    std::string_view real_ip;       // X-Real-IP
+    std::string_view path;       // after strip_prefix
+    std::string_view query;      // without '?'
+    std::string_view client_ip;  // TCP peer, appended to X-Forwarded-For
+    std::string_view real_ip;    // X-Real-IP
     std::string_view request_id;
     std::string_view proto = "http";
     std::string_view default_host;  // used when the client sent no Host (HTTP/1.0)
@@ -44,7 +44,7 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 struct ClientResponseInfo {
     int client_version_minor = 1;
-    bool keep_alive = true;         // the proxy keeps the client connection after this response
+    bool keep_alive = true;  // the proxy keeps the client connection after this response
     Framing framing = Framing::None;
     std::uint64_t content_length = 0;
     std::string_view request_id;

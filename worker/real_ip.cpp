@@ -66,7 +66,8 @@ std::string_view select_real_ip(std::string_view peer_ip,
             rest = comma == std::string_view::npos ? std::string_view() : rest.substr(0, comma);
             int family = 0;
             unsigned char bytes[16]{};
-            if (!parse_ip(item, family, bytes)) return chosen;  // garbage: stop at the last good hop
+            if (!parse_ip(item, family, bytes))
+                return chosen;  // garbage: stop at the last good hop
             chosen = item;
             if (!address_in_cidrs(item, trusted)) return chosen;
         }

@@ -11,13 +11,13 @@ namespace proxyd::worker {
 bool is_valid_request_id(std::string_view id);
 
 class RequestIdGenerator {
-public:
+  public:
     RequestIdGenerator();  // seeds from getrandom()
     explicit RequestIdGenerator(std::uint64_t seed) : seed_(seed) {}
     // The view is valid until the next call.
     std::string_view next();
 
-private:
+  private:
     std::uint64_t seed_;
     std::uint64_t counter_ = 0;
     char text_[32];

@@ -81,7 +81,9 @@ void Stream::wait_writable() {
     }
 }
 
-void Stream::activate_read() { event_active(read_event_.get(), EV_READ, 1); }
+void Stream::activate_read() {
+    event_active(read_event_.get(), EV_READ, 1);
+}
 
 void Stream::enable_read(bool on) {
     if (on == read_enabled_) return;

@@ -17,7 +17,7 @@
 namespace proxyd::worker {
 
 class Stream {
-public:
+  public:
     enum class ReadResult { Data, WouldBlock, Eof, Error };
 
     Stream() = default;
@@ -48,7 +48,7 @@ public:
     void arm_timer(std::chrono::milliseconds timeout);
     void cancel_timer();
 
-private:
+  private:
     UniqueFd fd_;
     EvbufferPtr in_;
     EvbufferPtr out_;

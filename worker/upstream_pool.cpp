@@ -71,7 +71,8 @@ UpstreamPtr UpstreamPool::connect(std::size_t upstream, std::size_t server, Upst
     }
     int one = 1;
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.storage), address.length);
+    int rc =
+        ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.storage), address.length);
     if (rc != 0 && errno != EINPROGRESS) {
         error = std::string("connect: ") + std::strerror(errno);
         return nullptr;

@@ -16,12 +16,12 @@ namespace proxyd::worker {
 
 // Whoever currently uses an upstream connection gets its events.
 class UpstreamUser {
-public:
+  public:
     virtual void on_upstream_readable() = 0;
     virtual void on_upstream_writable() = 0;
     virtual void on_upstream_timeout() = 0;
 
-protected:
+  protected:
     ~UpstreamUser() = default;
 };
 
@@ -32,7 +32,7 @@ struct UpstreamConnection {
     std::size_t upstream_index = 0;
     std::size_t server_index = 0;
     bool connected = false;
-    bool reused = false;          // came from the pool: may have been closed by the peer meanwhile
+    bool reused = false;           // came from the pool: may have been closed by the peer meanwhile
     UpstreamUser* user = nullptr;  // nullptr while idle in the pool
     UpstreamPool* pool = nullptr;
 };
@@ -40,7 +40,7 @@ struct UpstreamConnection {
 using UpstreamPtr = std::unique_ptr<UpstreamConnection>;
 
 class UpstreamPool {
-public:
+  public:
     UpstreamPool(event_base* base, const config::Config& config);
     ~UpstreamPool();
 
@@ -59,7 +59,7 @@ public:
     // For the idle watchers.
     void on_idle_event(UpstreamConnection* connection);
 
-private:
+  private:
     std::vector<UpstreamPtr>& idle_list(std::size_t upstream, std::size_t server);
 
     event_base* base_;

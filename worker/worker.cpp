@@ -3,14 +3,13 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "common/log.hpp"
 #include "worker/client_connection.hpp"
@@ -114,7 +113,8 @@ void Worker::retire(ClientConnection* connection) {
     stats_->connections_active.fetch_sub(1, std::memory_order_relaxed);
     retired_.push_back(connection);
     if (reaper_) event_active(reaper_.get(), 0, 1);
-    if (!draining_ && open_connections_ < static_cast<std::size_t>(config_.server.max_connections)) {
+    if (!draining_ &&
+        open_connections_ < static_cast<std::size_t>(config_.server.max_connections)) {
         set_accepting(true);
     }
 }
@@ -199,7 +199,9 @@ void Worker::maybe_exit() {
     if (draining_ && open_connections_ == 0) event_base_loopexit(base_, nullptr);
 }
 
-void Worker::stop_now() { event_base_loopbreak(base_); }
+void Worker::stop_now() {
+    event_base_loopbreak(base_);
+}
 
 static void prepare_process(int slot) {
     // Exit with the master: it is the only one who can supervise us.
@@ -208,7 +210,8 @@ static void prepare_process(int slot) {
     ::prctl(PR_SET_NAME, name.c_str());
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
-    for (int signal : {SIGPIPE, SIGHUP, SIGINT, SIGUSR1, SIGUSR2}) ::sigaction(signal, &ignore, nullptr);
+    for (int signal : {SIGPIPE, SIGHUP, SIGINT, SIGUSR1, SIGUSR2})
+        ::sigaction(signal, &ignore, nullptr);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -26,8 +26,8 @@ struct Exchange;
 
 struct WorkerOptions {
     const config::Config* config = nullptr;
-    std::vector<int> listen_fds;      // this slot's sockets, one per listen address
-    int channel_fd = -1;              // socketpair end to the master
+    std::vector<int> listen_fds;  // this slot's sockets, one per listen address
+    int channel_fd = -1;          // socketpair end to the master
     shm::WorkerSlotStats* stats = nullptr;
     int slot = 0;
     int generation = 1;
@@ -38,7 +38,7 @@ struct WorkerOptions {
 int run_worker(const WorkerOptions& options);
 
 class Worker {
-public:
+  public:
     Worker(const WorkerOptions& options, event_base* base);
     ~Worker();
 
@@ -66,7 +66,7 @@ public:
     // Called by a connection once it has closed its socket; freed after the current callback.
     void retire(ClientConnection* connection);
 
-private:
+  private:
     static void on_accept(evutil_socket_t fd, short, void* arg);
     static void on_channel(evutil_socket_t fd, short, void* arg);
     static void on_signal(evutil_socket_t signal, short, void* arg);

@@ -26,7 +26,9 @@ std::string encode_frame(const nlohmann::json& message) {
 DecodeStatus decode_frame(std::string_view input, nlohmann::json& message, std::size_t& consumed,
                           std::string& error) {
     if (input.size() < 4) return DecodeStatus::Incomplete;
-    auto byte = [&](int i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(input[i])); };
+    auto byte = [&](int i) {
+        return static_cast<std::uint32_t>(static_cast<unsigned char>(input[i]));
+    };
     std::uint32_t n = byte(0) << 24 | byte(1) << 16 | byte(2) << 8 | byte(3);
     if (n > kMaxFrameSize) {
         error = "control frame too large";
@@ -73,9 +75,12 @@ bool read_frame(int fd, nlohmann::json& message, int timeout_ms, std::string& er
     for (;;) {
         std::size_t consumed = 0;
         switch (decode_frame(input, message, consumed, error)) {
-            case DecodeStatus::Done: return true;
-            case DecodeStatus::Error: return false;
-            case DecodeStatus::Incomplete: break;
+            case DecodeStatus::Done:
+                return true;
+            case DecodeStatus::Error:
+                return false;
+            case DecodeStatus::Incomplete:
+                break;
         }
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
         if (left.count() <= 0) {

@@ -6,9 +6,8 @@
 // proxyctl and a new master (or the reverse during upgrade) fail clearly instead of guessing.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 

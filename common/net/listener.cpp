@@ -29,7 +29,8 @@ UniqueFd bind_reuseport(const config::SocketAddress& address, std::string& error
     if (address.storage.ss_family == AF_INET6) {
         ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     }
-    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address.storage), address.length) != 0) {
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address.storage), address.length) !=
+        0) {
         error = "bind " + address.text + ": " + std::strerror(errno);
         return {};
     }

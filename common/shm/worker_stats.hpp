@@ -32,7 +32,7 @@ struct StatsLayout {
 
 // Owns the mapping (and the memfd behind it).
 class SharedStats {
-public:
+  public:
     // Creates and zeroes a new region; nullptr-like (valid() false) on failure.
     static SharedStats create();
     // Maps an existing region received from an older master; checks magic and layout version.
@@ -48,7 +48,7 @@ public:
     WorkerSlotStats& slot(std::size_t index) { return layout_->slots[index]; }
     const WorkerSlotStats& slot(std::size_t index) const { return layout_->slots[index]; }
 
-private:
+  private:
     UniqueFd fd_;
     StatsLayout* layout_ = nullptr;
 };

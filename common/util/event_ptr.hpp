@@ -17,6 +17,8 @@ using EventBasePtr = std::unique_ptr<event_base, CDeleter<&event_base_free>>;
 using EventPtr = std::unique_ptr<event, CDeleter<&event_free>>;
 using EvbufferPtr = std::unique_ptr<evbuffer, CDeleter<&evbuffer_free>>;
 
-inline EvbufferPtr make_evbuffer() { return EvbufferPtr(evbuffer_new()); }
+inline EvbufferPtr make_evbuffer() {
+    return EvbufferPtr(evbuffer_new());
+}
 
 }  // namespace proxyd

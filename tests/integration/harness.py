@@ -146,6 +146,21 @@ def children_of(pid):
     return out
 
 
+_sanitized = None
+
+
+def sanitized():
+    """True if the proxyd binary is built with AddressSanitizer (memory bounds don't apply)."""
+    global _sanitized
+    if _sanitized is None:
+        try:
+            with open(PROXYD, "rb") as f:
+                _sanitized = b"__asan_init" in f.read()
+        except OSError:
+            _sanitized = False
+    return _sanitized
+
+
 def rss_kib(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -885,7 +900,8 @@ class Proxy:
         while time.monotonic() < deadline:
             try:
                 st = self.status_json()
-                if len(st.get("workers", [])) >= want:
+                ws = st.get("workers", [])
+                if len(ws) >= want and all(w.get("state", "active") == "active" for w in ws):
                     return
             except Exception:
                 return  # status not available: the port accepting is all we can wait for
@@ -1001,13 +1017,13 @@ class T:
             p.start()
         return p
 
-    def proxy_to(self, *backends, routes=None, upstream=None, **cfg):
+    def proxy_to(self, *backends, routes=None, upstream=None, name="proxyd", **cfg):
         """proxyd with upstream "b" holding the backends (Backend objects or addresses) and the
         given routes (default: "/" -> "b"). Extra sections as keyword dicts (server={...})."""
         servers = [{"address": b if isinstance(b, str) else b.address} for b in backends]
         base = {"upstreams": {"b": merge({"servers": servers}, upstream or {})},
                 "routes": routes or [{"path": "/", "upstream": "b"}]}
-        return self.proxy(merge(base, cfg))
+        return self.proxy(merge(base, cfg), name=name)
 
     def refusing_address(self):
         """127.0.0.1:PORT where connections are refused (bound, never listening)."""
@@ -1070,6 +1086,17 @@ class T:
             b.stop()
         for s in self._sockets:
             s.close()
+        reports = []
+        for p in self._procs:
+            if isinstance(p, Proxy):
+                out = p.output()
+                for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                    i = out.find(marker)
+                    if i >= 0:
+                        reports.append("%s: %s" % (p.dir, out[max(0, i - 200):i + 3000]))
+                        break
+        if reports:
+            raise AssertionError("sanitizer report in proxyd's output:\n" + "\n".join(reports))
 
 
 def timeout(seconds):

@@ -73,6 +73,7 @@ def run_one(full, proxyd, proxyctl):
             t.cleanup()
         except BaseException:
             traceback.print_exc()
+            ok = False
     if ok:
         shutil.rmtree(tmp, ignore_errors=True)
     else:

@@ -249,7 +249,7 @@ def test_every_proxy_error_format(t):
     be = t.backend()
     px = t.proxy_to(be, routes=[{"path": "/dead", "upstream": "dead"},
                                 {"path": "/empty", "upstream": "empty"},
-                                {"path": "/app", "upstream": "b"}],
+                                {"path": "/app", "upstream": "b", "strip_prefix": True}],
                     upstreams={"dead": {"servers": [{"address": t.refusing_address()}]},
                                "empty": {"servers": []}},
                     server={"response_headers": {"X-RH": "on"},
@@ -276,3 +276,10 @@ def test_every_proxy_error_format(t):
         except Exception as e:
             bad.append("%d: %s" % (status, e))
     assert not bad, "\n".join(bad)
+
+
+def test_400_host_rules(t):
+    """HTTP/1.1 without Host, or with two Host headers (routing would be ambiguous): 400."""
+    px, be = _px(t)
+    _expect_400(t, px, be, b"GET /echo HTTP/1.1\r\n\r\n")
+    _expect_400(t, px, be, b"GET /echo HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n")

@@ -74,6 +74,9 @@ def test_http10_keepalive(t):
             assert r.status == 200 and r.json()["path"] == "/echo?i=%d" % i, r
             assert r.header("Content-Length") is not None, r.headers
             assert not r.has("Transfer-Encoding"), r.headers
+            assert (r.header("Connection") or "").lower() == "keep-alive", (
+                "an HTTP/1.0 client needs Connection: keep-alive to keep the connection: %r"
+                % r.headers)
 
 
 def test_http10_unknown_length_closes(t):
@@ -224,7 +227,9 @@ def test_download_large_bounded_memory(t):
         _sample_rss(px, peak)
         c.rd.read_exact(n - got, h.update)         # then read the rest fast
     assert h.hexdigest() == pattern_sha256(n), "body corrupted"
-    assert peak[0] < 100 * 1024, "proxy RSS peaked at %d KiB (started at %d KiB)" % (peak[0], base)
+    if not harness.sanitized():   # ASan's shadow memory and quarantine make RSS meaningless
+        assert peak[0] < 100 * 1024, "proxy RSS peaked at %d KiB (started at %d KiB)" % (
+            peak[0], base)
 
 
 @harness.timeout(90)
@@ -260,7 +265,9 @@ def test_upload_large_bounded_memory(t):
         assert j["body_length"] == n and j["body_sha256"] == pattern_sha256(n), j
     finally:
         c.close()
-    assert peak[0] < 100 * 1024, "proxy RSS peaked at %d KiB (started at %d KiB)" % (peak[0], base)
+    if not harness.sanitized():   # ASan's shadow memory and quarantine make RSS meaningless
+        assert peak[0] < 100 * 1024, "proxy RSS peaked at %d KiB (started at %d KiB)" % (
+            peak[0], base)
 
 
 def test_expect_100_continue(t):
@@ -398,3 +405,24 @@ def test_concurrent_clients(t):
     assert not any(th.is_alive() for th in ths), "clients still running after 30s"
     assert not errors, errors[:5]
     assert be.served == 400
+
+
+def test_pipelined_after_proxy_error_with_body(t):
+    """A request answered by the proxy itself (404) whose body was sent too must not corrupt
+    the next pipelined request: it is answered correctly, unless the 404 said Connection: close."""
+    px = t.proxy_to(t.backend(), routes=[{"path": "/api", "upstream": "b"}])
+    with px.conn(timeout=5) as c:
+        c.send(build_request("POST", "/nope", body=b"GET /api/smuggled HTTP/1.1\r\n\r\n") +
+               build_request("POST", "/nope", headers=[("Transfer-Encoding", "chunked")],
+                             body=chunked(b"x" * 3000)) +
+               build_request("GET", "/api/echo?after"))
+        r1 = c.read_response()
+        assert r1.status == 404, r1
+        if "close" in (r1.header("Connection") or "").lower():
+            return
+        r2 = c.read_response()
+        assert r2.status == 404, "body of the first request parsed as a request? %r" % r2
+        if "close" in (r2.header("Connection") or "").lower():
+            return
+        r3 = c.read_response()
+        assert r3.status == 200 and r3.json()["path"] == "/api/echo?after", r3

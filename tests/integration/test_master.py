@@ -306,3 +306,45 @@ def test_listen_address_in_use(t):
         assert str(port) in px.output() or "in use" in px.output().lower(), px.output()
     finally:
         s.close()
+
+
+def _listen_inodes(port):
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "0A":
+                        inodes.add(parts[9])
+        except OSError:
+            pass
+    return inodes
+
+
+def _fd_sockets(pid):
+    out = set()
+    d = "/proc/%d/fd" % pid
+    for fd in os.listdir(d):
+        try:
+            target = os.readlink(os.path.join(d, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def test_master_holds_socket_per_slot(t):
+    """The master binds each listen address once per worker slot (SO_REUSEPORT) and keeps
+    those sockets open."""
+    p1, p2 = harness.free_port(), harness.free_port()
+    px = t.proxy_to(t.backend(), server={"workers": 3,
+                                         "listen": ["127.0.0.1:%d" % p1, "127.0.0.1:%d" % p2]})
+    held = _fd_sockets(px.pid)
+    for p in (p1, p2):
+        listening = _listen_inodes(p)
+        assert len(listening) == 3, "%d listening sockets on port %d, expected 3 (one per slot)" % (
+            len(listening), p)
+        assert listening <= held, "the master does not hold all listening sockets of port %d" % p

@@ -23,13 +23,20 @@ def test_layout(t):
 
 
 def test_readme(t):
+    """README: what proxyd is, a feature table, set-up commands for Debian 12 that exist."""
+    import re
     p = os.path.join(ROOT, "README.md")
     assert os.path.exists(p), "README.md missing"
     text = open(p).read()
     assert "proxyd" in text
-    assert "|" in text and "---" in text, "no feature table"
+    assert re.search(r"^\|.*\|\s*$", text, re.M) and "---" in text, "no feature table"
     assert "curl" in text, "no curl lines for the demo"
-    assert "apt" in text, "no Debian install command"
+    assert "Debian" in text, "no Debian set-up"
+    blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2, "expected the set-up commands in code blocks"
+    for cmd in re.findall(r"(?:^|\s)((?:\./)?(?:scripts|\.ci)/[\w.-]+)", "\n".join(blocks)):
+        f = os.path.join(ROOT, cmd.lstrip("./") if cmd.startswith("./") else cmd)
+        assert os.access(f, os.X_OK), "README runs %s, which is missing or not executable" % cmd
 
 
 def test_ci_run(t):

@@ -1,8 +1,8 @@
+#include "worker/forward_headers.hpp"
+
 #include <doctest.h>
 
 #include <string>
-
-#include "worker/forward_headers.hpp"
 
 using namespace proxyd;
 using worker::Framing;
@@ -97,7 +97,8 @@ TEST_CASE("upstream head: chunked body re-framed, HTTP/1.0 without Host gets one
 TEST_CASE("client head: hop-by-hop removed, request id and configured headers added") {
     const std::string text =
         "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
-        "Transfer-Encoding: chunked\r\nX-Content-Type-Options: from-upstream\r\nX-Keep: yes\r\n\r\n";
+        "Transfer-Encoding: chunked\r\nX-Content-Type-Options: from-upstream\r\nX-Keep: "
+        "yes\r\n\r\n";
     auto response = parse_response(text);
     worker::HeaderList extra = {{"X-Content-Type-Options", "nosniff"}};
     worker::ClientResponseInfo info;

@@ -1,6 +1,6 @@
-#include <doctest.h>
-
 #include "worker/router.hpp"
+
+#include <doctest.h>
 
 using namespace proxyd;
 using worker::host_matches;
