@@ -46,14 +46,22 @@ std::string format_address(const sockaddr* address, bool with_port) {
     if (address->sa_family == AF_INET) {
         auto* v4 = reinterpret_cast<const sockaddr_in*>(address);
         ::inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text);
-        if (!with_port) return text;
-        return std::string(text) + ":" + std::to_string(ntohs(v4->sin_port));
+        std::string out(text);
+        if (with_port) {
+            out += ':';
+            out += std::to_string(ntohs(v4->sin_port));
+        }
+        return out;
     }
     if (address->sa_family == AF_INET6) {
         auto* v6 = reinterpret_cast<const sockaddr_in6*>(address);
         ::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text);
         if (!with_port) return text;
-        return "[" + std::string(text) + "]:" + std::to_string(ntohs(v6->sin6_port));
+        std::string out = "[";
+        out += text;
+        out += "]:";
+        out += std::to_string(ntohs(v6->sin6_port));
+        return out;
     }
     if (address->sa_family == AF_UNIX) return "unix";
     return text;
