@@ -2,6 +2,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "common/config/reader.hpp"
 #include "common/config/text.hpp"
 #include "common/config/units.hpp"

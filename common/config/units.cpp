@@ -49,8 +49,6 @@ const Unit* find_unit(const Unit (&units)[N], std::string_view name) {
     return nullptr;
 }
 
-// A number followed by a unit from `units`: the part both durations and sizes share. Returns the
-// number times the unit's factor, or nullopt with `error` set; `kind` names the thing in messages.
 struct UnitSyntax {
     std::string_view kind;       // "duration", "size"
     std::string_view example;    // a valid value to show
@@ -58,6 +56,8 @@ struct UnitSyntax {
     std::string missing_unit;    // the message for a number without a unit
 };
 
+// A number followed by a unit from `units`: the part both durations and sizes share. Returns the
+// number times the unit's factor, or nullopt with `error` set.
 template <std::size_t N>
 std::optional<std::uint64_t> parse_with_unit(std::string_view text, const Unit (&units)[N],
                                              const UnitSyntax& syntax, std::string& error) {
