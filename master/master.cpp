@@ -1,6 +1,8 @@
 #include "master/master.hpp"
 
+#include <dirent.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -38,6 +40,24 @@ std::string describe_exit(int status) {
                ::strsignal(WTERMSIG(status)) + ")";
     }
     return "stopped";
+}
+
+// Every socket the master holds (other slots' listeners, control connections, other workers'
+// channels) is closed in a new worker, except its own. Files are left alone: spdlog still owns
+// the master's log file objects, and closing their fds under them could close a reused number.
+void close_inherited_sockets(const std::vector<int>& keep, int channel_fd) {
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (!dir) return;
+    std::vector<int> to_close;
+    while (dirent* entry = ::readdir(dir)) {
+        int fd = std::atoi(entry->d_name);
+        struct stat st;
+        if (fd <= 2 || fd == ::dirfd(dir) || fd == channel_fd) continue;
+        if (std::find(keep.begin(), keep.end(), fd) != keep.end()) continue;
+        if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) to_close.push_back(fd);
+    }
+    ::closedir(dir);
+    for (int fd : to_close) ::close(fd);
 }
 
 timeval to_timeval(std::chrono::milliseconds ms) {
@@ -203,17 +223,8 @@ void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
     // loop is left untouched (freeing it would unregister the master's events from the epoll
     // instance both processes share); _exit() below never runs its destructors.
     std::vector<int> mine;
-    for (std::size_t s = 0; s < listeners_.size(); ++s) {
-        for (auto& fd : listeners_[s]) {
-            if (static_cast<int>(s) == slot) {
-                mine.push_back(fd.get());
-            } else {
-                ::close(fd.get());
-            }
-        }
-    }
-    for (auto& other : workers_) ::close(other.channel.get());
-    ::close(control_->fd());
+    for (auto& fd : listeners_[static_cast<std::size_t>(slot)]) mine.push_back(fd.get());
+    close_inherited_sockets(mine, channel_fd);
     ::close(signal_fd_.get());
     sigset_t none;
     sigemptyset(&none);
