@@ -27,7 +27,12 @@ constexpr std::string_view kLimitKeys[] = {"max_header_size", "max_body_size", "
 // responses.
 constexpr std::string_view kManagedHeaders[] = {
     "connection", "content-length", "transfer-encoding", "keep-alive", "upgrade",
-    "te",         "trailer",        "proxy-connection"};
+    "te",         "trailer",        "proxy-connection", "x-request-id"};
+
+// The master binds a socket per worker slot and keeps room for a draining generation.
+constexpr int kMaxWorkers = 128;
+// Room for the ".tmp.PID" suffix of the name the socket is bound under before its rename.
+constexpr std::size_t kControlSocketSuffix = 16;
 
 bool in(std::span<const std::string_view> set, std::string_view name) {
     return std::find(set.begin(), set.end(), name) != set.end();
@@ -56,7 +61,7 @@ void parse_listen(Reader& r, const toml::table& server, ServerSection& out) {
 
 int online_cpus() {
     const long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : static_cast<int>(std::min<long>(n, INT_MAX));
+    return n < 1 ? 1 : static_cast<int>(std::min<long>(n, kMaxWorkers));
 }
 
 void parse_workers(Reader& r, const toml::table& server, ServerSection& out) {
@@ -76,7 +81,7 @@ void parse_workers(Reader& r, const toml::table& server, ServerSection& out) {
         r.wrong_type(*node, "an integer or \"auto\"", "workers");
         return;
     }
-    if (auto v = r.integer(*node, "workers", 1, INT_MAX)) out.workers = static_cast<int>(*v);
+    if (auto v = r.integer(*node, "workers", 1, kMaxWorkers)) out.workers = static_cast<int>(*v);
 }
 
 void parse_control_socket(Reader& r, const toml::table& server, ServerSection& out) {
@@ -84,9 +89,10 @@ void parse_control_socket(Reader& r, const toml::table& server, ServerSection& o
     if (node == nullptr) return;
     auto path = r.nonempty_string(*node, "control_socket");
     if (!path) return;
-    if (path->size() >= sizeof(sockaddr_un{}.sun_path)) {
+    if (path->size() + kControlSocketSuffix >= sizeof(sockaddr_un{}.sun_path)) {
         r.error(*node, "\"control_socket\" path is too long for a Unix socket (at most " +
-                           std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes)");
+                           std::to_string(sizeof(sockaddr_un{}.sun_path) - 1 - kControlSocketSuffix) +
+                           " bytes)");
         return;
     }
     out.control_socket = std::move(*path);

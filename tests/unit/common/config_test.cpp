@@ -443,9 +443,11 @@ TEST_CASE("workers: integer, \"auto\", and invalid values") {
 
     CHECK(valid(std::string(kMinimal) + "workers = 3\n").server.workers == 3);
     check_errors(std::string(kMinimal) + "workers = 0\n",
-                 "test.toml:3:11: \"workers\" must be at least 1, got 0\n");
+                 "test.toml:3:11: \"workers\" must be between 1 and 128, got 0\n");
     check_errors(std::string(kMinimal) + "workers = -2\n",
-                 "test.toml:3:11: \"workers\" must be at least 1, got -2\n");
+                 "test.toml:3:11: \"workers\" must be between 1 and 128, got -2\n");
+    check_errors(std::string(kMinimal) + "workers = 129\n",
+                 "test.toml:3:11: \"workers\" must be between 1 and 128, got 129\n");
     check_errors(std::string(kMinimal) + "workers = \"all\"\n",
                  "test.toml:3:11: \"workers\" must be an integer >= 1 or \"auto\", got \"all\"\n");
     check_errors(std::string(kMinimal) + "workers = true\n",
@@ -481,6 +483,9 @@ TEST_CASE("trusted_proxies and real_ip_header are checked") {
 }
 
 TEST_CASE("response headers: names, managed headers, values, a misplaced [server] key") {
+    check_errors(std::string(kMinimal) + "[server.response_headers]\nX-Request-Id = \"fixed\"\n",
+                 "test.toml:4:1: header \"X-Request-Id\" is managed by the proxy and cannot be "
+                 "set in [server.response_headers]\n");
     check_errors(std::string(kMinimal) + R"([server.response_headers]
 "Bad Name" = "x"
 Content-Length = "5"
@@ -496,9 +501,13 @@ h2c = false
 }
 
 TEST_CASE("control_socket must fit a Unix socket address") {
-    check_errors(std::string(kMinimal) + "control_socket = \"/" + std::string(107, 'a') + "\"\n",
+    check_errors(std::string(kMinimal) + "control_socket = \"/" + std::string(91, 'a') + "\"\n",
                  "test.toml:3:18: \"control_socket\" path is too long for a Unix socket (at most "
-                 "107 bytes)\n");
+                 "91 bytes)\n");
+    CHECK(proxyd::config::load_string(std::string(kMinimal) + "control_socket = \"/" +
+                                          std::string(90, 'a') + "\"\n",
+                                      "test.toml")
+              .config.has_value());
     check_errors(std::string(kMinimal) + "control_socket = \"\"\n",
                  "test.toml:3:18: \"control_socket\" must not be empty\n");
 }
@@ -685,7 +694,7 @@ format = "yaml"
     CHECK(result.errors[0].message == "duplicate listen address \"127.0.0.1:8080\"");
     CHECK(errors_of(result) ==
           "test.toml:2:29: duplicate listen address \"127.0.0.1:8080\"\n"
-          "test.toml:3:11: \"workers\" must be at least 1, got 0\n"
+          "test.toml:3:11: \"workers\" must be between 1 and 128, got 0\n"
           "test.toml:4:20: \"shutdown_timeout\": duration needs a unit, e.g. \"5s\"\n"
           "test.toml:7:39: unknown key \"wieght\" in a server of [upstreams.api]; did you mean "
           "\"weight\"?\n"
@@ -732,7 +741,7 @@ TEST_CASE("load_file") {
         }
         const LoadResult bad = load_file(path);
         CHECK(errors_of(bad) ==
-              std::string(path) + ":3:11: \"workers\" must be at least 1, got 0\n");
+              std::string(path) + ":3:11: \"workers\" must be between 1 and 128, got 0\n");
         std::remove(path);
     }
 }
