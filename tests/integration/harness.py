@@ -316,6 +316,10 @@ class Response:
     def json(self):
         return json.loads(self.body)
 
+    def __iter__(self):
+        """status, headers, body = resp"""
+        return iter((self.status, self.headers, self.body))
+
     def __repr__(self):
         return "<Response %s %s %r body=%r>" % (self.status, self.reason, self.headers,
                                                 self.body[:200])
@@ -417,6 +421,15 @@ class Conn:
             return b""
         finally:
             self.sock.settimeout(self.timeout)
+
+    def read_until_close(self):
+        """Everything until the peer closes (bounded by the socket timeout per read)."""
+        out = []
+        try:
+            self.rd.read_to_eof(out.append)
+        except ConnectionResetError:
+            pass
+        return b"".join(out)
 
     def wait_closed(self, timeout=3.0):
         """True if the peer closes (EOF or RST) within timeout; data read meanwhile is dropped."""
@@ -951,14 +964,14 @@ class Proxy:
             return None
 
     def stop(self, timeout=5, sig=None):
-        """Stop now (fast stop by default), SIGKILL after timeout; then kill by pid any worker
-        that was seen and is still alive."""
+        """SIGTERM (or sig), SIGKILL after timeout; then kill by pid any worker that was seen
+        (status or /proc) and is still alive."""
         if self.proc is None:
             return
         self._note_pids()
         if self.proc.poll() is None:
             try:
-                self.proc.send_signal(sig or signal.SIGQUIT)
+                self.proc.send_signal(sig or signal.SIGTERM)
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
@@ -1073,6 +1086,8 @@ class T:
         return p
 
     def cleanup(self):
+        for b in self._backends:       # first: in-flight proxied requests end at once
+            b.stop()
         for p in reversed(self._procs):
             try:
                 if isinstance(p, Proxy):
@@ -1082,8 +1097,6 @@ class T:
                     p.wait(5)
             except Exception:
                 pass
-        for b in self._backends:
-            b.stop()
         for s in self._sockets:
             s.close()
         reports = []
