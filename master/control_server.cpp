@@ -32,7 +32,7 @@ void ControlServer::on_accept(evutil_socket_t fd, short, void* arg) {
     int client = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (client < 0) return;
     bufferevent* bev = bufferevent_socket_new(self->base_, client, BEV_OPT_CLOSE_ON_FREE);
-    auto connection = std::make_unique<ControlConnection>(*self, bev);
+    auto connection = std::make_unique<ControlConnection>(*self, bev, self->next_id_++);
     bufferevent_setcb(bev, on_read, nullptr, on_event, connection.get());
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     self->connections_.push_back(std::move(connection));
@@ -64,6 +64,21 @@ void ControlServer::on_event(bufferevent*, short what, void* arg) {
         auto* connection = static_cast<ControlConnection*>(arg);
         connection->server().close_connection(connection);
     }
+}
+
+bool ControlServer::reply(std::uint64_t id, const nlohmann::json& message) {
+    for (auto& connection : connections_) {
+        if (connection->id() == id) {
+            connection->reply(message);
+            return true;
+        }
+    }
+    return false;
+}
+
+void ControlServer::stop_listening() {
+    accept_event_.reset();
+    listener_.reset();
 }
 
 void ControlServer::close_connection(ControlConnection* connection) {

@@ -5,6 +5,7 @@
 
 #include <event2/bufferevent.h>
 
+#include <cstdint>
 #include <functional>
 #include <list>
 #include <memory>
@@ -19,15 +20,19 @@ class ControlServer;
 
 class ControlConnection {
   public:
-    ControlConnection(ControlServer& server, bufferevent* bev) : server_(server), bev_(bev) {}
+    ControlConnection(ControlServer& server, bufferevent* bev, std::uint64_t id)
+        : server_(server), bev_(bev), id_(id) {}
     ~ControlConnection();
     void reply(const nlohmann::json& message);
     bufferevent* bev() const { return bev_; }
     ControlServer& server() { return server_; }
+    // Requests answered later (reload, upgrade) keep the id: the connection may be gone by then.
+    std::uint64_t id() const { return id_; }
 
   private:
     ControlServer& server_;
     bufferevent* bev_;
+    std::uint64_t id_;
 };
 
 class ControlServer {
@@ -39,6 +44,10 @@ class ControlServer {
     ~ControlServer();
     int fd() const { return listener_.get(); }
     void close_connection(ControlConnection* connection);
+    // Answers a request taken earlier; false if that client has gone.
+    bool reply(std::uint64_t id, const nlohmann::json& message);
+    // After an upgrade the path belongs to the new master: stop accepting, keep open connections.
+    void stop_listening();
 
   private:
     static void on_accept(evutil_socket_t fd, short, void* arg);
@@ -50,6 +59,7 @@ class ControlServer {
     EventPtr accept_event_;
     Handler handler_;
     std::list<std::unique_ptr<ControlConnection>> connections_;
+    std::uint64_t next_id_ = 1;
 };
 
 }  // namespace proxyd::master

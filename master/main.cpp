@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -21,6 +22,20 @@ void usage(FILE* out) {
                  "  -t          check the configuration and exit (0 valid, 1 invalid)\n"
                  "  --version   print the version and exit\n",
                  kDefaultConfig);
+}
+
+// The path this binary was started from, read now: a package upgrade later replaces the file
+// there, and `proxyctl upgrade` starts whatever is installed at that path then.
+std::string own_binary_path(const char* argv0) {
+    char buf[4096];
+    ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) return argv0;
+    std::string path(buf, static_cast<std::size_t>(n));
+    static constexpr std::string_view kDeleted = " (deleted)";
+    if (path.size() > kDeleted.size() && path.ends_with(kDeleted)) {
+        path.resize(path.size() - kDeleted.size());
+    }
+    return path;
 }
 
 void print_errors(const proxyd::config::LoadResult& result) {
@@ -68,7 +83,14 @@ int main(int argc, char** argv) {
                      error.c_str());
         return 1;
     }
-    proxyd::master::Master master(std::move(*result.config));
+    proxyd::master::StartOptions options;
+    options.config_path = config_path;
+    options.binary_path = own_binary_path(argv[0]);
+    if (const char* fd = std::getenv("PROXYD_UPGRADE_FD")) {
+        options.upgrade_fd = std::atoi(fd);
+        ::unsetenv("PROXYD_UPGRADE_FD");
+    }
+    proxyd::master::Master master(std::move(*result.config), std::move(options));
     int status = master.run();
     proxyd::log::shutdown();
     return status;

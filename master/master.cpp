@@ -2,11 +2,10 @@
 
 #include <dirent.h>
 #include <signal.h>
-#include <sys/stat.h>
-#include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,11 +13,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
+
+#include <spdlog/spdlog.h>
 
 #include "common/control/protocol.hpp"
 #include "common/log.hpp"
+#include "common/net/fd_passing.hpp"
 #include "common/net/listener.hpp"
 #include "master/pid_file.hpp"
+#include "master/sd_notify.hpp"
 #include "worker/worker.hpp"
 
 namespace proxyd::master {
@@ -27,19 +31,16 @@ namespace {
 constexpr int kHandledSignals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD};
 constexpr auto kMaxRespawnDelay = std::chrono::seconds(30);
 constexpr auto kStableLifetime = std::chrono::seconds(5);
+constexpr std::size_t kMaxSlots = 128;
 
 double unix_now() {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
         .count();
 }
 
-std::string describe_exit(int status) {
-    if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-    if (WIFSIGNALED(status)) {
-        return std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
-               ::strsignal(WTERMSIG(status)) + ")";
-    }
-    return "stopped";
+timeval to_timeval(std::chrono::milliseconds ms) {
+    return {static_cast<time_t>(ms.count() / 1000),
+            static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
 }
 
 // Every socket the master holds (other slots' listeners, control connections, other workers'
@@ -60,39 +61,57 @@ void close_inherited_sockets(const std::vector<int>& keep, int channel_fd) {
     for (int fd : to_close) ::close(fd);
 }
 
-timeval to_timeval(std::chrono::milliseconds ms) {
-    return {static_cast<time_t>(ms.count() / 1000),
-            static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
-}
-
 }  // namespace
 
-Master::Master(config::Config config) : config_(std::move(config)) {}
+std::string describe_exit(int status) {
+    if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) {
+        return std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+               ::strsignal(WTERMSIG(status)) + ")";
+    }
+    return "stopped";
+}
+
+Master::Master(config::Config config, StartOptions options)
+    : config_(std::move(config)), options_(std::move(options)) {}
 
 Master::~Master() = default;
 
 int Master::run() {
     std::string error;
     base_.reset(event_base_new());
-    stats_ = shm::SharedStats::create();
     stats_slot_used_.assign(shm::kMaxWorkerSlots, false);
-    if (!base_ || !stats_.valid()) {
-        spdlog::error("cannot create the event loop or shared memory");
-        return 1;
-    }
-    if (!setup_signals(error) || !open_listeners(error) || !open_control_socket(error)) {
-        spdlog::error("{}", error);
-        return 1;
-    }
-    if (!config_.server.pid_file.empty() &&
-        !write_pid_file(config_.server.pid_file, ::getpid(), error)) {
-        spdlog::error("{}", error);
-        return 1;
-    }
-    slots_.resize(static_cast<std::size_t>(config_.server.workers));
+    slots_.resize(kMaxSlots);
     for (std::size_t slot = 0; slot < slots_.size(); ++slot) {
         slots_[slot].master = this;
         slots_[slot].slot = static_cast<int>(slot);
+    }
+    if (!base_ || !setup_signals(error)) {
+        spdlog::error("cannot start: {}", error);
+        return 1;
+    }
+    if (options_.upgrade_fd >= 0) {
+        if (!receive_handoff(error)) {
+            spdlog::error("upgrade: {}", error);
+            net::send_with_fds(handoff_.get(), "error " + error, {});
+            return 1;
+        }
+    } else {
+        stats_ = shm::SharedStats::create();
+        if (!stats_.valid()) {
+            spdlog::error("cannot create shared memory");
+            return 1;
+        }
+        if (!listeners_.prepare(config_.server, error) || !open_control_socket(error)) {
+            spdlog::error("{}", error);
+            return 1;
+        }
+        listeners_.commit();
+        if (!config_.server.pid_file.empty() &&
+            !write_pid_file(config_.server.pid_file, ::getpid(), error)) {
+            spdlog::error("{}", error);
+            return 1;
+        }
     }
     for (int slot = 0; slot < config_.server.workers; ++slot) {
         if (!spawn_worker(slot)) {
@@ -101,13 +120,9 @@ int Master::run() {
             break;
         }
     }
-    std::string listen_text;
-    for (const auto& address : config_.server.listen) listen_text += " " + address.text;
-    spdlog::info("proxyd {} master {} started: {} worker(s), listening on{}", PROXYD_VERSION,
-                 ::getpid(), config_.server.workers, listen_text);
     event_base_dispatch(base_.get());
+    if (!superseded_) ::unlink(config_.server.control_socket.c_str());
     remove_pid_file(config_.server.pid_file, ::getpid());
-    ::unlink(config_.server.control_socket.c_str());
     spdlog::info("master {} exiting", ::getpid());
     return exit_status_;
 }
@@ -133,28 +148,19 @@ bool Master::setup_signals(std::string& error) {
     return true;
 }
 
-bool Master::open_listeners(std::string& error) {
-    listeners_.resize(static_cast<std::size_t>(config_.server.workers));
-    for (auto& slot_sockets : listeners_) {
-        for (const auto& address : config_.server.listen) {
-            UniqueFd fd = net::bind_reuseport(address, error);
-            if (!fd) return false;
-            slot_sockets.push_back(std::move(fd));
-        }
-    }
-    return true;
-}
-
 bool Master::open_control_socket(std::string& error) {
     const std::string& path = config_.server.control_socket;
-    // Refuse to take over the socket of a master that is still running.
-    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-        error = "another proxyd master is running on control socket " + path;
-        return false;
+    // Refuse to take over the socket of a master that is still running (except the one handing
+    // over to us in an upgrade, which knows).
+    if (handoff_.get() < 0) {
+        UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+        if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+            error = "another proxyd master is running on control socket " + path;
+            return false;
+        }
     }
     UniqueFd listener = net::bind_unix_listener(path, error);
     if (!listener) return false;
@@ -165,6 +171,16 @@ bool Master::open_control_socket(std::string& error) {
         });
     return true;
 }
+
+void Master::announce_ready() {
+    std::string listen_text;
+    for (const auto& address : config_.server.listen) listen_text += " " + address.text;
+    spdlog::info("proxyd {} master {} ready: generation {}, {} worker(s), listening on{}",
+                 PROXYD_VERSION, ::getpid(), generation_, config_.server.workers, listen_text);
+    sd_notify("READY=1\nMAINPID=" + std::to_string(::getpid()));
+}
+
+// ---- workers ----------------------------------------------------------------------------------
 
 std::size_t Master::allocate_stats_slot() {
     for (std::size_t i = 0; i < stats_slot_used_.size(); ++i) {
@@ -178,7 +194,7 @@ std::size_t Master::allocate_stats_slot() {
 
 bool Master::spawn_worker(int slot) {
     int pair[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
         spdlog::error("socketpair: {}", std::strerror(errno));
         return false;
     }
@@ -214,16 +230,17 @@ bool Master::spawn_worker(int slot) {
         event_new(base_.get(), pair[0], EV_READ | EV_PERSIST, on_worker_channel, this));
     event_add(worker.channel_event.get(), nullptr);
     workers_.push_back(std::move(worker));
-    spdlog::info("worker {} started, pid {}", slot, pid);
+    spdlog::info("worker {} started, pid {}, generation {}", slot, pid, generation_);
     return true;
 }
 
 void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
-    // Keep only what this worker needs: its slot's sockets and its channel. The master's event
+    // Keep only what this worker needs: the sockets it polls and its channel. The master's event
     // loop is left untouched (freeing it would unregister the master's events from the epoll
     // instance both processes share); _exit() below never runs its destructors.
-    std::vector<int> mine;
-    for (auto& fd : listeners_[static_cast<std::size_t>(slot)]) mine.push_back(fd.get());
+    auto polled = ListenerTable::slots_polled_by(slot, config_.server.workers,
+                                                 listeners_.bound_slot_count());
+    std::vector<int> mine = listeners_.fds_of(polled);
     close_inherited_sockets(mine, channel_fd);
     ::close(signal_fd_.get());
     sigset_t none;
@@ -242,6 +259,31 @@ void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
     ::_exit(worker::run_worker(options));
 }
 
+void Master::send_command(WorkerProcess& worker, const std::string& command,
+                          const std::vector<int>& fds) {
+    if (!net::send_with_fds(worker.channel.get(), command, fds)) {
+        spdlog::warn("worker {} (pid {}) does not take commands; killing it", worker.slot,
+                     worker.pid);
+        ::kill(worker.pid, SIGKILL);
+    }
+}
+
+WorkerProcess* Master::find_worker(pid_t pid) {
+    for (auto& worker : workers_) {
+        if (worker.pid == pid) return &worker;
+    }
+    return nullptr;
+}
+
+WorkerProcess* Master::current_worker_for_slot(int slot) {
+    for (auto& worker : workers_) {
+        if (worker.slot == slot && worker.generation == generation_ && !worker.draining) {
+            return &worker;
+        }
+    }
+    return nullptr;
+}
+
 // ---- supervision ------------------------------------------------------------------------------
 
 void Master::on_signal(evutil_socket_t fd, short, void* arg) {
@@ -249,27 +291,14 @@ void Master::on_signal(evutil_socket_t fd, short, void* arg) {
     signalfd_siginfo info;
     while (::read(fd, &info, sizeof info) == sizeof info) {
         switch (info.ssi_signo) {
-            case SIGCHLD:
-                self->reap_children();
-                break;
+            case SIGCHLD: self->reap_children(); break;
             case SIGTERM:
-            case SIGINT:
-                self->begin_stop(false);
-                break;
-            case SIGQUIT:
-                self->begin_stop(true);
-                break;
-            case SIGHUP:
-                spdlog::warn("SIGHUP: reload is not supported yet; ignored");
-                break;
-            case SIGUSR1:
-                spdlog::warn("SIGUSR1: log reopening is not supported yet; ignored");
-                break;
-            case SIGUSR2:
-                spdlog::warn("SIGUSR2: binary upgrade is not supported yet; ignored");
-                break;
-            default:
-                break;
+            case SIGINT: self->begin_stop(false); break;
+            case SIGQUIT: self->begin_stop(true); break;
+            case SIGHUP: self->request_reload(0); break;
+            case SIGUSR1: self->reopen_logs(); break;
+            case SIGUSR2: self->request_upgrade(0); break;
+            default: break;
         }
     }
 }
@@ -279,19 +308,35 @@ void Master::on_worker_channel(evutil_socket_t fd, short, void* arg) {
     auto it = std::find_if(self->workers_.begin(), self->workers_.end(),
                            [&](const WorkerProcess& w) { return w.channel.get() == fd; });
     if (it == self->workers_.end()) return;
-    char buf[256];
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) {
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    std::string message;
+    std::vector<UniqueFd> fds;
+    if (!net::receive_with_fds(fd, message, fds, 256)) {
+        if (errno == EAGAIN || errno == EINTR) return;
         it->channel_event.reset();  // the worker is exiting; SIGCHLD will tell how
         return;
     }
-    if (std::string_view(buf, static_cast<std::size_t>(n)).find("ready") !=
-            std::string_view::npos &&
-        !it->ready) {
-        it->ready = true;
-        spdlog::debug("worker {} (pid {}) ready", it->slot, it->pid);
+    if (message == "ready" && !it->ready) self->on_worker_ready(*it);
+}
+
+void Master::on_worker_ready(WorkerProcess& worker) {
+    worker.ready = true;
+    spdlog::debug("worker {} (pid {}) ready", worker.slot, worker.pid);
+    if (worker.generation == generation_ && !worker.draining) {
+        release_adopted_slot(worker.slot);
     }
+    if (!started_) {
+        bool all = std::all_of(workers_.begin(), workers_.end(),
+                               [](const WorkerProcess& w) { return w.ready || w.draining; });
+        if (all && static_cast<int>(workers_.size()) >= config_.server.workers) {
+            started_ = true;
+            if (handoff_) {
+                complete_handoff();
+            } else {
+                announce_ready();
+            }
+        }
+    }
+    maybe_commit_transition();
 }
 
 void Master::reap_children() {
@@ -305,21 +350,46 @@ void Master::reap_children() {
 }
 
 void Master::on_worker_exit(pid_t pid, int status) {
-    auto it = std::find_if(workers_.begin(), workers_.end(),
-                           [&](const WorkerProcess& w) { return w.pid == pid; });
-    if (it == workers_.end()) return;
-    int slot = it->slot;
-    bool expected = stopping_ || it->draining;
-    auto lived = std::chrono::steady_clock::now() - it->started;
-    // A dead worker's gauge would otherwise stay counted forever.
-    stats_.slot(it->stats_slot).connections_active.store(0, std::memory_order_relaxed);
-    stats_slot_used_[it->stats_slot] = false;
-    workers_.erase(it);
-    if (expected) {
-        spdlog::info("worker {} (pid {}) {}", slot, pid, describe_exit(status));
+    if (upgrade_ && pid == upgrade_->child) {
+        finish_upgrade(false, "the new master " + describe_exit(status));
         return;
     }
-    spdlog::error("worker {} (pid {}) {}; replacing it", slot, pid, describe_exit(status));
+    WorkerProcess* found = find_worker(pid);
+    if (!found) return;  // e.g. a new master that already took over
+    int slot = found->slot;
+    int generation = found->generation;
+    bool expected = stopping_ || found->draining;
+    auto lived = std::chrono::steady_clock::now() - found->started;
+    // A dead worker's gauge would otherwise stay counted forever.
+    stats_.slot(found->stats_slot).connections_active.store(0, std::memory_order_relaxed);
+    stats_slot_used_[found->stats_slot] = false;
+    std::erase_if(workers_, [&](const WorkerProcess& w) { return w.pid == pid; });
+    for (auto& state : slots_) {
+        if (state.adopter == pid) state.adopter = 0;  // it can't poll for anyone any more
+    }
+
+    if (expected) {
+        spdlog::info("worker {} (pid {}, generation {}) {}", slot, pid, generation,
+                     describe_exit(status));
+        bool draining_left = std::any_of(workers_.begin(), workers_.end(),
+                                         [](const WorkerProcess& w) { return w.draining; });
+        if (!draining_left && !transition_) listeners_.close_retired();
+        return;
+    }
+    spdlog::error("worker {} (pid {}, generation {}) {}", slot, pid, generation,
+                  describe_exit(status));
+    if (transition_ && generation == transition_->generation) {
+        abort_transition("new worker " + std::to_string(slot) + " " + describe_exit(status));
+        return;
+    }
+    if (generation != generation_) return;  // an old generation is being replaced anyway
+    if (!started_ && handoff_) {
+        net::send_with_fds(handoff_.get(), "error worker " + std::to_string(slot) + " " +
+                                               describe_exit(status), {});
+        exit_status_ = 1;
+        begin_stop(true);
+        return;
+    }
     schedule_respawn(slot, lived);
 }
 
@@ -328,8 +398,7 @@ void Master::schedule_respawn(int slot, std::chrono::steady_clock::duration live
     if (lived >= kStableLifetime) state.quick_crashes = 0;
     if (state.quick_crashes == 0) {
         state.quick_crashes = 1;
-        if (!spawn_worker(slot)) schedule_respawn(slot, {});
-        return;
+        if (spawn_worker(slot)) return;
     }
     auto delay = std::chrono::milliseconds(250) * (1 << std::min(state.quick_crashes - 1, 10));
     delay = std::min<std::chrono::milliseconds>(delay, kMaxRespawnDelay);
@@ -340,13 +409,53 @@ void Master::schedule_respawn(int slot, std::chrono::steady_clock::duration live
     }
     timeval tv = to_timeval(delay);
     event_add(state.respawn_timer.get(), &tv);
+    adopt_slot(slot);
 }
 
 void Master::on_respawn_timer(evutil_socket_t, short, void* arg) {
     auto* state = static_cast<SlotState*>(arg);
     Master* self = state->master;
-    if (self->stopping_) return;
+    if (self->stopping_ || self->current_worker_for_slot(state->slot)) return;
+    if (state->slot >= self->config_.server.workers) return;  // scaled down meanwhile
     if (!self->spawn_worker(state->slot)) self->schedule_respawn(state->slot, {});
+}
+
+// While a slot has no worker, a sibling accepts on its sockets: a socket that nobody polls would
+// swallow the connections the kernel queues on it.
+void Master::adopt_slot(int slot) {
+    auto& state = slots_[static_cast<std::size_t>(slot)];
+    if (state.adopter) return;
+    for (auto& worker : workers_) {
+        if (worker.generation != generation_ || worker.draining || !worker.ready ||
+            worker.slot == slot) {
+            continue;
+        }
+        auto polled = ListenerTable::slots_polled_by(slot, config_.server.workers,
+                                                     listeners_.bound_slot_count());
+        send_command(worker, "adopt " + std::to_string(slot), listeners_.fds_of(polled));
+        state.adopter = worker.pid;
+        spdlog::info("worker {} (pid {}) polls slot {}'s sockets until it is back", worker.slot,
+                     worker.pid, slot);
+        return;
+    }
+    spdlog::warn("no other worker to poll slot {}'s sockets: connections wait in its queue", slot);
+}
+
+void Master::release_adopted_slot(int slot) {
+    auto& state = slots_[static_cast<std::size_t>(slot)];
+    if (!state.adopter) return;
+    if (WorkerProcess* adopter = find_worker(state.adopter)) {
+        send_command(*adopter, "release " + std::to_string(slot));
+    }
+    state.adopter = 0;
+}
+
+void Master::ensure_workers() {
+    for (int slot = 0; slot < config_.server.workers; ++slot) {
+        auto& timer = slots_[static_cast<std::size_t>(slot)].respawn_timer;
+        bool pending = timer && evtimer_pending(timer.get(), nullptr);
+        if (!current_worker_for_slot(slot) && !pending) schedule_respawn(slot, {});
+    }
 }
 
 // ---- control ----------------------------------------------------------------------------------
@@ -355,15 +464,15 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
     int version = request.value("v", 0);
     std::string command = request.value("cmd", "");
     if (version != control::kProtocolVersion) {
-        from.reply(control::make_reply(
-            false, "unsupported control protocol version " + std::to_string(version) +
-                       " (this master speaks " + std::to_string(control::kProtocolVersion) + ")"));
+        from.reply(control::make_reply(false, "unsupported control protocol version " +
+                                                  std::to_string(version) + " (this master speaks " +
+                                                  std::to_string(control::kProtocolVersion) + ")"));
         return;
     }
     if (command == "status") {
         nlohmann::json reply = status_json();
-        std::size_t connections = 0;
-        for (const auto& w : reply["workers"]) connections += w["connections"].get<std::size_t>();
+        std::int64_t connections = 0;
+        for (const auto& w : reply["workers"]) connections += w["connections"].get<std::int64_t>();
         reply["v"] = control::kProtocolVersion;
         reply["ok"] = true;
         reply["message"] = "proxyd " + std::string(PROXYD_VERSION) + ", master " +
@@ -371,21 +480,36 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
                            std::to_string(generation_) + ", " + std::to_string(workers_.size()) +
                            " worker(s), " + std::to_string(connections) + " open connection(s)";
         from.reply(reply);
-        return;
-    }
-    if (command == "stop") {
+    } else if (command == "stop") {
         bool fast = request.value("fast", false);
         from.reply(control::make_reply(true, fast ? "stopping now" : "stopping gracefully"));
         // The connection stays open: proxyctl sees it close when this master has exited.
         begin_stop(fast);
-        return;
+    } else if (command == "reload") {
+        request_reload(from.id());
+    } else if (command == "workers") {
+        request_workers(from.id(), request.value("count", 0));
+    } else if (command == "upgrade") {
+        request_upgrade(from.id());
+    } else if (command == "reopen") {
+        reopen_logs();
+        from.reply(control::make_reply(true, "log files reopened"));
+    } else {
+        from.reply(control::make_reply(false, "unknown command \"" + command + "\""));
     }
-    if (command == "reload" || command == "upgrade" || command == "workers" ||
-        command == "reopen") {
-        from.reply(control::make_reply(false, "\"" + command + "\" is not supported yet"));
-        return;
+}
+
+void Master::answer(std::uint64_t requester, bool ok, const std::string& message,
+                    nlohmann::json extra) {
+    if (ok) {
+        spdlog::info("{}", message);
+    } else {
+        spdlog::error("{}", message);
     }
-    from.reply(control::make_reply(false, "unknown command \"" + command + "\""));
+    if (requester == 0 || !control_) return;
+    nlohmann::json reply = control::make_reply(ok, message);
+    for (auto& [key, value] : extra.items()) reply[key] = value;
+    control_->reply(requester, reply);
 }
 
 nlohmann::json Master::status_json() const {
@@ -393,7 +517,7 @@ nlohmann::json Master::status_json() const {
     std::vector<const WorkerProcess*> sorted;
     for (const auto& w : workers_) sorted.push_back(&w);
     std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) {
-        return a->slot < b->slot || (a->slot == b->slot && a->pid < b->pid);
+        return std::tie(a->generation, a->slot) < std::tie(b->generation, b->slot);
     });
     for (const auto* w : sorted) {
         auto connections =
@@ -408,31 +532,38 @@ nlohmann::json Master::status_json() const {
     return {{"master_pid", ::getpid()},
             {"version", PROXYD_VERSION},
             {"generation", generation_},
-            {"config", config_.file},
+            {"config", options_.config_path},
+            {"binary", options_.binary_path},
             {"workers", workers}};
 }
 
-void Master::send_to_workers(const char* command) {
-    for (auto& worker : workers_) {
-        if (::write(worker.channel.get(), command, std::strlen(command)) < 0) {
-            ::kill(worker.pid, SIGTERM);
-        }
+void Master::reopen_logs() {
+    std::string error;
+    if (!log::setup_error_log(config_.log, "master", error)) {
+        spdlog::error("reopen error log: {}", error);
     }
+    for (auto& worker : workers_) send_command(worker, "reopen");
+    spdlog::info("log files reopened");
 }
 
 void Master::begin_stop(bool fast) {
     if (stopping_ && !fast) return;
+    if (transition_) abort_transition("the master is stopping");
+    if (upgrade_) finish_upgrade(false, "the master is stopping");
     stopping_ = true;
     spdlog::info("{} stop: {} worker(s)", fast ? "fast" : "graceful", workers_.size());
     // New connections are refused from now on; queued ones are lost either way.
-    listeners_.clear();
-    for (auto& worker : workers_) worker.draining = true;
-    send_to_workers(fast ? "quit\n" : "drain\n");
+    listeners_.close_all();
+    for (auto& worker : workers_) {
+        worker.draining = true;
+        send_command(worker, fast ? "quit" : "stop");
+    }
     auto limit = fast ? std::chrono::milliseconds(3000)
                       : config_.server.shutdown_timeout + std::chrono::milliseconds(2000);
     stop_deadline_.reset(evtimer_new(base_.get(), on_stop_deadline, this));
     timeval tv = to_timeval(limit);
     event_add(stop_deadline_.get(), &tv);
+    sd_notify("STOPPING=1");
     if (workers_.empty()) finish_stop();
 }
 
@@ -445,8 +576,6 @@ void Master::on_stop_deadline(evutil_socket_t, short, void* arg) {
     }
 }
 
-void Master::finish_stop() {
-    event_base_loopexit(base_.get(), nullptr);
-}
+void Master::finish_stop() { event_base_loopexit(base_.get(), nullptr); }
 
 }  // namespace proxyd::master

@@ -1,20 +1,28 @@
 // The master process: owns the listening sockets, the shared memory and the control socket;
-// forks and supervises workers; never touches client traffic.
+// forks and supervises workers; replaces them by generations (reload, scaling) and hands
+// everything to a new binary (upgrade). Never touches client traffic.
+//
+// Files: master.cpp (start, supervision, stop, control), generations.cpp (reload and scaling:
+// start a generation, commit or abort it), upgrade.cpp (binary upgrade, both sides).
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "common/config/types.hpp"
 #include "common/shm/worker_stats.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
 #include "master/control_server.hpp"
+#include "master/listener_table.hpp"
 
 namespace proxyd::master {
 
@@ -27,61 +35,131 @@ struct WorkerProcess {
     double started_at = 0;  // unix time, for status
     std::chrono::steady_clock::time_point started;
     std::size_t stats_slot = 0;
-    UniqueFd channel;  // socketpair end: commands out, "ready" in
+    UniqueFd channel;  // SOCK_SEQPACKET pair: commands (and adopted sockets) out, "ready" in
     EventPtr channel_event;
 };
 
+class Master;
+
+// "exited with status 1", "killed by signal 9 (Killed)".
+std::string describe_exit(int status);
+
 // Crash-loop protection per slot: the first death is replaced at once, repeated quick deaths
-// wait longer each time (capped).
+// wait longer each time (capped); meanwhile a sibling polls the slot's sockets.
 struct SlotState {
-    class Master* master = nullptr;
+    Master* master = nullptr;
     int slot = 0;
     int quick_crashes = 0;
     EventPtr respawn_timer;
+    pid_t adopter = 0;  // the sibling polling this slot's sockets while it has no worker
+};
+
+// A new generation of workers being started (reload, `workers N`): committed when all of them
+// are ready, aborted (old generation untouched) when one fails or the deadline passes.
+struct Transition {
+    std::string what;  // "reload", "workers"
+    std::uint64_t requester = 0;  // control connection to answer; 0 = a signal
+    int generation = 0;
+    config::Config previous;
+    EventPtr deadline;
+};
+
+// The old side of a binary upgrade in progress.
+struct UpgradeInProgress {
+    pid_t child = 0;
+    std::uint64_t requester = 0;
+    UniqueFd channel;
+    EventPtr channel_event;
+    EventPtr deadline;
+};
+
+struct StartOptions {
+    std::string config_path;
+    std::string binary_path;  // what `upgrade` executes
+    int upgrade_fd = -1;      // set when started by an older master handing over
 };
 
 class Master {
-  public:
-    Master(config::Config config);
+public:
+    Master(config::Config config, StartOptions options);
     ~Master();
     // Runs until stopped; returns the process exit status.
     int run();
 
-  private:
-    bool open_listeners(std::string& error);
+private:
+    friend void on_respawn_timer(evutil_socket_t, short, void*);
+
+    // master.cpp: start, workers, supervision, control, stop.
     bool open_control_socket(std::string& error);
     bool setup_signals(std::string& error);
     bool spawn_worker(int slot);
     [[noreturn]] void become_worker(int slot, int channel_fd, std::size_t stats_slot);
     std::size_t allocate_stats_slot();
+    void announce_ready();
+    void send_command(WorkerProcess& worker, const std::string& command,
+                      const std::vector<int>& fds = {});
 
     static void on_signal(evutil_socket_t fd, short, void* arg);
     static void on_worker_channel(evutil_socket_t fd, short, void* arg);
     static void on_respawn_timer(evutil_socket_t, short, void* arg);
     static void on_stop_deadline(evutil_socket_t, short, void* arg);
+    void on_worker_ready(WorkerProcess& worker);
     void reap_children();
     void on_worker_exit(pid_t pid, int status);
     void schedule_respawn(int slot, std::chrono::steady_clock::duration lived);
+    void adopt_slot(int slot);
+    void release_adopted_slot(int slot);
+    WorkerProcess* find_worker(pid_t pid);
+    WorkerProcess* current_worker_for_slot(int slot);
+    void ensure_workers();
 
     void handle_control(const nlohmann::json& request, ControlConnection& from);
+    void answer(std::uint64_t requester, bool ok, const std::string& message,
+                nlohmann::json extra = nlohmann::json::object());
     nlohmann::json status_json() const;
     void begin_stop(bool fast);
     void finish_stop();
-    void send_to_workers(const char* command);
+    void reopen_logs();
+
+    // generations.cpp: reload and scaling.
+    void request_reload(std::uint64_t requester);
+    void request_workers(std::uint64_t requester, int count);
+    void start_generation(config::Config next, std::string what, std::uint64_t requester);
+    void maybe_commit_transition();
+    void commit_transition();
+    void abort_transition(const std::string& reason);
+    void drain_old_generations();
+    static void on_transition_deadline(evutil_socket_t, short, void* arg);
+
+    // upgrade.cpp: binary upgrade.
+    void request_upgrade(std::uint64_t requester);
+    static void on_upgrade_channel(evutil_socket_t fd, short, void* arg);
+    static void on_upgrade_deadline(evutil_socket_t, short, void* arg);
+    void finish_upgrade(bool ok, const std::string& reason);
+    bool receive_handoff(std::string& error);
+    void complete_handoff();
 
     config::Config config_;
+    StartOptions options_;
     EventBasePtr base_;
-    std::vector<std::vector<UniqueFd>> listeners_;  // [slot][listen address]
+    ListenerTable listeners_;
     shm::SharedStats stats_;
     std::vector<bool> stats_slot_used_;
     std::unique_ptr<ControlServer> control_;
     UniqueFd signal_fd_;
     EventPtr signal_event_;
     EventPtr stop_deadline_;
+    EventPtr release_stats_timer_;
     std::vector<WorkerProcess> workers_;
     std::vector<SlotState> slots_;
+    std::optional<Transition> transition_;
+    std::optional<UpgradeInProgress> upgrade_;
+    UniqueFd handoff_;  // new master: the channel to the old one until we are ready
+    std::vector<std::size_t> inherited_stats_slots_;
     int generation_ = 1;
+    bool started_ = false;  // every first-generation worker was ready once
     bool stopping_ = false;
+    bool superseded_ = false;  // a newer master took over
     int exit_status_ = 0;
 };
 

@@ -17,6 +17,8 @@ namespace {
 
 constexpr const char* kDefaultConfig = "/etc/proxyd/proxyd.toml";
 constexpr int kReplyTimeoutMs = 10'000;
+// reload, workers and upgrade answer once the new workers accept (the master gives up at 20 s).
+constexpr int kSlowReplyTimeoutMs = 60'000;
 
 struct Options {
     std::string config_path;
@@ -34,7 +36,10 @@ void usage(FILE* out) {
                  "commands:\n"
                  "  status [--json]   master pid, version, generation, workers\n"
                  "  stop [--fast]     graceful stop (waits until the master has exited)\n"
-                 "  reload, upgrade, workers N, reopen   (not supported yet)\n");
+                 "  reload            re-read the config; new workers serve, old ones drain\n"
+                 "  upgrade           start the binary now installed at the master's path\n"
+                 "  workers N         change the number of workers\n"
+                 "  reopen            reopen log files\n");
 }
 
 int fail(const std::string& message) {
@@ -137,12 +142,20 @@ int main(int argc, char** argv) {
         request["count"] = std::atoi(options.args[0].c_str());
     }
     nlohmann::json reply;
+    bool slow = options.command == "reload" || options.command == "workers" ||
+                options.command == "upgrade";
     if (!proxyd::control::write_frame(fd.get(), request, error) ||
-        !proxyd::control::read_frame(fd.get(), reply, kReplyTimeoutMs, error)) {
+        !proxyd::control::read_frame(fd.get(), reply, slow ? kSlowReplyTimeoutMs : kReplyTimeoutMs,
+                                     error)) {
         return fail(error);
     }
     if (!reply.value("ok", false)) {
         if (options.json) print_reply(reply, true);
+        if (reply.contains("errors")) {
+            for (const auto& line : reply["errors"]) {
+                std::fprintf(stderr, "%s\n", line.get<std::string>().c_str());
+            }
+        }
         return fail(reply.value("message", std::string("failed")));
     }
     if (options.command == "stop") {

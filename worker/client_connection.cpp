@@ -100,9 +100,11 @@ void ClientConnection::start() {
     stream_.arm_timer(worker_.config().server.timeouts.header);
 }
 
-void ClientConnection::begin_drain() {
+void ClientConnection::begin_drain(bool close_idle) {
     close_after_response_ = true;
-    if (phase_ == Phase::WaitingHead && evbuffer_get_length(stream_.in()) == 0) close();
+    if (close_idle && phase_ == Phase::WaitingHead && evbuffer_get_length(stream_.in()) == 0) {
+        close();
+    }
 }
 
 void ClientConnection::close() {

@@ -89,8 +89,9 @@ class ClientConnection final : public UpstreamUser {
     ~ClientConnection();
 
     void start();
-    // Worker is stopping: close now if idle, else after the current response.
-    void begin_drain();
+    // The worker is draining: answer the current (or next) request with Connection: close.
+    // `close_idle` closes a connection that is between requests at once.
+    void begin_drain(bool close_idle);
     void close();
     bool closed() const { return !stream_.is_open(); }
 

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "common/log.hpp"
+#include "common/net/fd_passing.hpp"
 #include "worker/client_connection.hpp"
 
 namespace proxyd::worker {
@@ -36,14 +37,7 @@ Worker::~Worker() {
 }
 
 bool Worker::start(std::string& error) {
-    for (int fd : options_.listen_fds) {
-        EventPtr event(event_new(base_, fd, EV_READ | EV_PERSIST, on_accept, this));
-        if (!event) {
-            error = "event_new failed";
-            return false;
-        }
-        accept_events_.push_back(std::move(event));
-    }
+    for (int fd : options_.listen_fds) add_listener(-1, UniqueFd(fd));
     set_accepting(true);
     channel_event_.reset(
         event_new(base_, options_.channel_fd, EV_READ | EV_PERSIST, on_channel, this));
@@ -54,16 +48,34 @@ bool Worker::start(std::string& error) {
         signal_events_.push_back(std::move(event));
     }
     reaper_.reset(event_new(base_, -1, 0, on_reap, this));
+    if (!reaper_ || !channel_event_) {
+        error = "event_new failed";
+        return false;
+    }
     return true;
+}
+
+void Worker::add_listener(int slot, UniqueFd fd) {
+    Listening listening{slot, std::move(fd), nullptr};
+    listening.event.reset(
+        event_new(base_, listening.fd.get(), EV_READ | EV_PERSIST, on_accept, this));
+    if (accepting_) event_add(listening.event.get(), nullptr);
+    listening_.push_back(std::move(listening));
+}
+
+// A sibling's socket adopted while its slot had no worker goes back: the slot's own worker polls
+// it again, so this worker only forgets it (the master and the slot's worker keep it open).
+void Worker::release_slot(int slot) {
+    std::erase_if(listening_, [&](const Listening& l) { return l.slot == slot; });
 }
 
 void Worker::set_accepting(bool on) {
     if (on == accepting_ || draining_) return;
-    for (auto& event : accept_events_) {
+    for (auto& listening : listening_) {
         if (on) {
-            event_add(event.get(), nullptr);
+            event_add(listening.event.get(), nullptr);
         } else {
-            event_del(event.get());
+            event_del(listening.event.get());
         }
     }
     accepting_ = on;
@@ -140,20 +152,39 @@ void Worker::recycle_exchange(std::unique_ptr<Exchange> exchange) {
 
 void Worker::on_channel(evutil_socket_t fd, short, void* arg) {
     auto* self = static_cast<Worker*>(arg);
-    char buf[256];
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
-    if (n <= 0) {
+    std::string message;
+    std::vector<UniqueFd> fds;
+    if (!net::receive_with_fds(fd, message, fds, 4096)) {
+        if (errno == EINTR || errno == EAGAIN) return;
         // The master is gone: nobody supervises us any more. Finish what is in flight and leave.
         self->channel_event_.reset();
-        self->begin_drain();
+        self->begin_drain(DrainMode::Stop);
         return;
     }
-    std::string_view commands(buf, static_cast<std::size_t>(n));
-    if (commands.find("quit") != std::string_view::npos) {
-        self->stop_now();
-    } else if (commands.find("drain") != std::string_view::npos) {
-        self->begin_drain();
+    self->handle_command(message, fds);
+}
+
+// Commands from the master, one per message (the channel is a SOCK_SEQPACKET pair):
+//   drain | stop | quit | reopen | adopt SLOT (+ fds) | release SLOT
+void Worker::handle_command(std::string_view command, std::vector<UniqueFd>& fds) {
+    auto space = command.find(' ');
+    std::string_view verb = command.substr(0, space);
+    int slot = space == std::string_view::npos ? -1 : std::atoi(std::string(command.substr(space + 1)).c_str());
+    if (verb == "quit") {
+        stop_now();
+    } else if (verb == "drain") {
+        begin_drain(DrainMode::Handover);
+    } else if (verb == "stop") {
+        begin_drain(DrainMode::Stop);
+    } else if (verb == "reopen") {
+        std::string error;
+        log::setup_error_log(config_.log, "worker " + std::to_string(options_.slot), error);
+        if (!log::setup_access_log(config_.log, error)) spdlog::error("reopen access log: {}", error);
+    } else if (verb == "adopt" && slot >= 0 && !draining_) {
+        for (auto& fd : fds) add_listener(slot, std::move(fd));
+        spdlog::info("polling the sockets of slot {} while it has no worker", slot);
+    } else if (verb == "release" && slot >= 0) {
+        release_slot(slot);
     }
 }
 
@@ -162,23 +193,31 @@ void Worker::on_signal(evutil_socket_t signal, short, void* arg) {
     if (signal == SIGQUIT) {
         self->stop_now();
     } else {
-        self->begin_drain();
+        self->begin_drain(DrainMode::Stop);
     }
 }
 
-void Worker::begin_drain() {
-    if (draining_) return;
+void Worker::begin_drain(DrainMode mode) {
+    if (draining_) {
+        if (mode == DrainMode::Stop) {
+            for (ClientConnection* c = connections_; c;) {
+                ClientConnection* next = c->next;
+                c->begin_drain(true);
+                c = next;
+            }
+        }
+        return;
+    }
     set_accepting(false);
     draining_ = true;
-    accept_events_.clear();
     // The master keeps its own copies of the listening sockets; ours must go so that, if the
     // master is gone, the sockets close and clients are refused rather than queued forever.
-    for (int fd : options_.listen_fds) ::close(fd);
+    listening_.clear();
     pool_.close_all_idle();
     spdlog::info("draining {} connection(s)", open_connections_);
     for (ClientConnection* c = connections_; c;) {
         ClientConnection* next = c->next;
-        c->begin_drain();
+        c->begin_drain(mode == DrainMode::Stop);
         c = next;
     }
     drain_deadline_.reset(evtimer_new(base_, on_drain_deadline, this));
@@ -234,10 +273,9 @@ int run_worker(const WorkerOptions& options) {
             spdlog::error("worker start: {}", error);
             return 1;
         }
-        static constexpr char kReady[] = "ready\n";
-        if (::write(options.channel_fd, kReady, sizeof kReady - 1) < 0) return 1;
+        if (!net::send_with_fds(options.channel_fd, "ready", {})) return 1;
         if (::getppid() != options.master_pid) {
-            worker.begin_drain();  // the master died before PDEATHSIG was set
+            worker.begin_drain(Worker::DrainMode::Stop);  // the master died before PDEATHSIG
         }
         event_base_dispatch(base.get());
     }

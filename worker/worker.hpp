@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/config/types.hpp"
@@ -42,8 +43,17 @@ class Worker {
     Worker(const WorkerOptions& options, event_base* base);
     ~Worker();
 
+    enum class DrainMode {
+        // A newer generation serves: finish in-flight requests with Connection: close, and close
+        // an idle keep-alive connection at its next request or keep-alive timeout, so a client
+        // never sends a request into a connection we are closing.
+        Handover,
+        // Nobody serves after us (stop, master gone): idle connections close at once.
+        Stop,
+    };
+
     bool start(std::string& error);
-    void begin_drain();
+    void begin_drain(DrainMode mode);
     void stop_now();
 
     // Shared with connections.
@@ -69,6 +79,9 @@ class Worker {
   private:
     static void on_accept(evutil_socket_t fd, short, void* arg);
     static void on_channel(evutil_socket_t fd, short, void* arg);
+    void handle_command(std::string_view command, std::vector<UniqueFd>& fds);
+    void add_listener(int slot, UniqueFd fd);
+    void release_slot(int slot);
     static void on_signal(evutil_socket_t signal, short, void* arg);
     static void on_reap(evutil_socket_t, short, void* arg);
     static void on_drain_deadline(evutil_socket_t, short, void* arg);
@@ -87,7 +100,12 @@ class Worker {
     std::unique_ptr<http::Response> scratch_response_;
     std::vector<std::string_view> scratch_views_;
     std::string scratch_;
-    std::vector<EventPtr> accept_events_;
+    struct Listening {
+        int slot;  // -1 for this worker's own sockets
+        UniqueFd fd;
+        EventPtr event;
+    };
+    std::vector<Listening> listening_;
     std::vector<EventPtr> signal_events_;
     EventPtr channel_event_;
     EventPtr reaper_;

@@ -1,0 +1,261 @@
+// Binary upgrade: the old master starts the binary now installed at its path as a child, and
+// hands it the listening sockets and the shared memory over a socketpair (SCM_RIGHTS). The new
+// master starts its workers on those sockets; once they all accept it takes the control socket
+// and pid file and says "ready"; only then does the old generation drain. Until that moment the
+// old master serves alone, and any failure leaves it so.
+//
+// Handoff protocol (version 1, SOCK_SEQPACKET, old -> new):
+//   1. {"v":1,"generation":G,"listeners":[{"address":"127.0.0.1:8080","slots":N},...],
+//       "stats_slots_in_use":[...],"fds":TOTAL}            (no fds)
+//   2. "fds" messages carrying the sockets in that order (at most 200 each), then the stats memfd
+//   3. "end"
+// new -> old: "ready" | "error REASON".
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "common/config/units.hpp"
+#include "common/net/fd_passing.hpp"
+#include "master/master.hpp"
+#include "master/pid_file.hpp"
+#include "master/sd_notify.hpp"
+
+namespace proxyd::master {
+namespace {
+
+constexpr int kHandoffVersion = 1;
+constexpr std::size_t kFdsPerMessage = 200;
+constexpr auto kUpgradeTimeout = std::chrono::seconds(20);
+constexpr int kHandoffReadTimeoutMs = 5000;
+
+bool send_fds_in_chunks(int fd, const std::vector<int>& fds) {
+    for (std::size_t i = 0; i < fds.size(); i += kFdsPerMessage) {
+        std::vector<int> chunk(fds.begin() + static_cast<long>(i),
+                               fds.begin() + static_cast<long>(std::min(fds.size(), i + kFdsPerMessage)));
+        if (!net::send_with_fds(fd, "fds", chunk)) return false;
+    }
+    return net::send_with_fds(fd, "end", {});
+}
+
+bool receive_message(int fd, std::string& message, std::vector<UniqueFd>& fds) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, kHandoffReadTimeoutMs) <= 0) return false;
+    return net::receive_with_fds(fd, message, fds, 1 << 20);
+}
+
+}  // namespace
+
+// ---- old master -------------------------------------------------------------------------------
+
+void Master::request_upgrade(std::uint64_t requester) {
+    if (stopping_) return answer(requester, false, "upgrade refused: the master is stopping");
+    if (upgrade_) return answer(requester, false, "upgrade refused: an upgrade is already in progress");
+    if (transition_) {
+        return answer(requester, false, "upgrade refused: a reload or scaling is in progress");
+    }
+    const std::string& binary = options_.binary_path;
+    if (::access(binary.c_str(), X_OK) != 0) {
+        return answer(requester, false, "upgrade failed: cannot execute " + binary + ": " +
+                                            std::strerror(errno) + "; still serving");
+    }
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+        return answer(requester, false, std::string("upgrade failed: socketpair: ") +
+                                            std::strerror(errno));
+    }
+    pid_t child = ::fork();
+    if (child < 0) {
+        ::close(pair[0]);
+        ::close(pair[1]);
+        return answer(requester, false, std::string("upgrade failed: fork: ") + std::strerror(errno));
+    }
+    if (child == 0) {
+        // Everything else of ours is close-on-exec; only the handoff end crosses the exec.
+        ::fcntl(pair[1], F_SETFD, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        std::string fd_text = std::to_string(pair[1]);
+        ::setenv("PROXYD_UPGRADE_FD", fd_text.c_str(), 1);
+        const char* argv[] = {binary.c_str(), "-c", options_.config_path.c_str(), nullptr};
+        ::execv(binary.c_str(), const_cast<char* const*>(argv));
+        ::_exit(127);
+    }
+    ::close(pair[1]);
+    upgrade_.emplace();
+    upgrade_->child = child;
+    upgrade_->requester = requester;
+    upgrade_->channel.reset(pair[0]);
+
+    nlohmann::json header = {{"v", kHandoffVersion}, {"generation", generation_}};
+    nlohmann::json listeners = nlohmann::json::array();
+    std::vector<int> fds;
+    for (const auto& entry : listeners_.entries()) {
+        listeners.push_back({{"address", entry.address.text}, {"slots", entry.slots.size()}});
+        for (const auto& fd : entry.slots) fds.push_back(fd.get());
+    }
+    fds.push_back(stats_.fd());
+    nlohmann::json in_use = nlohmann::json::array();
+    for (const auto& worker : workers_) in_use.push_back(worker.stats_slot);
+    header["listeners"] = listeners;
+    header["stats_slots_in_use"] = in_use;
+    header["fds"] = fds.size();
+    if (!net::send_with_fds(pair[0], header.dump(), {}) || !send_fds_in_chunks(pair[0], fds)) {
+        return finish_upgrade(false, "cannot hand over the sockets to the new master");
+    }
+    spdlog::info("upgrade: started {} as pid {}", binary, child);
+    upgrade_->channel_event.reset(
+        event_new(base_.get(), pair[0], EV_READ | EV_PERSIST, on_upgrade_channel, this));
+    event_add(upgrade_->channel_event.get(), nullptr);
+    upgrade_->deadline.reset(evtimer_new(base_.get(), on_upgrade_deadline, this));
+    timeval tv{static_cast<time_t>(kUpgradeTimeout.count()), 0};
+    event_add(upgrade_->deadline.get(), &tv);
+}
+
+void Master::on_upgrade_channel(evutil_socket_t fd, short, void* arg) {
+    auto* self = static_cast<Master*>(arg);
+    std::string message;
+    std::vector<UniqueFd> fds;
+    if (!net::receive_with_fds(fd, message, fds, 4096)) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        self->finish_upgrade(false, "the new master exited before it was ready");
+        return;
+    }
+    if (message == "ready") {
+        self->finish_upgrade(true, "");
+    } else if (message.rfind("error ", 0) == 0) {
+        self->finish_upgrade(false, "the new master failed: " + message.substr(6));
+    }
+}
+
+void Master::on_upgrade_deadline(evutil_socket_t, short, void* arg) {
+    static_cast<Master*>(arg)->finish_upgrade(
+        false, "the new master was not ready within " + std::to_string(kUpgradeTimeout.count()) + " s");
+}
+
+void Master::finish_upgrade(bool ok, const std::string& reason) {
+    if (!upgrade_) return;
+    UpgradeInProgress done = std::move(*upgrade_);
+    upgrade_.reset();
+    if (!ok) {
+        ::kill(done.child, SIGKILL);
+        return answer(done.requester, false, "upgrade failed: " + reason + "; still serving");
+    }
+    superseded_ = true;
+    answer(done.requester, true,
+           "upgraded: new master pid " + std::to_string(done.child) + " serves; old master " +
+               std::to_string(::getpid()) + " drains");
+    // The control socket path and the listening sockets now belong to the new master; dropping
+    // our copies closes nothing it uses.
+    control_->stop_listening();
+    stopping_ = true;
+    listeners_.close_all();
+    for (auto& worker : workers_) {
+        worker.draining = true;
+        send_command(worker, "drain");
+    }
+    stop_deadline_.reset(evtimer_new(base_.get(), on_stop_deadline, this));
+    timeval tv{static_cast<time_t>(config_.server.shutdown_timeout.count() / 1000 + 2), 0};
+    event_add(stop_deadline_.get(), &tv);
+    if (workers_.empty()) finish_stop();
+}
+
+// ---- new master -------------------------------------------------------------------------------
+
+bool Master::receive_handoff(std::string& error) {
+    handoff_.reset(options_.upgrade_fd);
+    std::string message;
+    std::vector<UniqueFd> fds;
+    if (!receive_message(handoff_.get(), message, fds)) {
+        error = "no handoff from the old master";
+        return false;
+    }
+    auto header = nlohmann::json::parse(message, nullptr, false);
+    if (header.is_discarded() || header.value("v", 0) != kHandoffVersion) {
+        error = "unsupported handoff version from the old master";
+        return false;
+    }
+    fds.clear();
+    for (;;) {
+        std::vector<UniqueFd> chunk;
+        if (!receive_message(handoff_.get(), message, chunk)) {
+            error = "the handoff broke off";
+            return false;
+        }
+        if (message == "end") break;
+        for (auto& fd : chunk) fds.push_back(std::move(fd));
+    }
+    if (fds.size() != header.value("fds", 0u) || fds.empty()) {
+        error = "the handoff carried " + std::to_string(fds.size()) + " sockets, expected " +
+                std::to_string(header.value("fds", 0u));
+        return false;
+    }
+    stats_ = shm::SharedStats::attach(std::move(fds.back()));
+    fds.pop_back();
+    if (!stats_.valid()) {
+        error = "the shared memory from the old master has another layout";
+        return false;
+    }
+    std::size_t next = 0;
+    for (const auto& item : header["listeners"]) {
+        ListenerTable::Entry entry;
+        std::string text = item.value("address", "");
+        std::size_t slots = item.value("slots", 0u);
+        if (!config::parse_socket_address(text, entry.address, error) || next + slots > fds.size()) {
+            error = "bad listener in the handoff: " + text;
+            return false;
+        }
+        for (std::size_t i = 0; i < slots; ++i) entry.slots.push_back(std::move(fds[next++]));
+        listeners_.adopt(std::move(entry));
+    }
+    // The old master's workers keep their stats slots until they have drained.
+    for (const auto& slot : header["stats_slots_in_use"]) {
+        std::size_t index = slot.get<std::size_t>();
+        if (index < stats_slot_used_.size()) {
+            stats_slot_used_[index] = true;
+            inherited_stats_slots_.push_back(index);
+        }
+    }
+    generation_ = header.value("generation", 0) + 1;
+    // Addresses the new config adds are bound now; dropped ones stay until old workers are done.
+    if (!listeners_.prepare(config_.server, error)) return false;
+    listeners_.commit();
+    return true;
+}
+
+void Master::complete_handoff() {
+    std::string error;
+    if (!open_control_socket(error) ||
+        (!config_.server.pid_file.empty() &&
+         !write_pid_file(config_.server.pid_file, ::getpid(), error))) {
+        spdlog::error("upgrade: {}", error);
+        net::send_with_fds(handoff_.get(), "error " + error, {});
+        exit_status_ = 1;
+        begin_stop(true);
+        return;
+    }
+    net::send_with_fds(handoff_.get(), "ready", {});
+    handoff_.reset();
+    announce_ready();
+    // Free the old workers' stats slots for reuse once they can no longer be writing to them.
+    release_stats_timer_.reset(evtimer_new(
+        base_.get(),
+        [](evutil_socket_t, short, void* arg) {
+            auto* self = static_cast<Master*>(arg);
+            for (auto index : self->inherited_stats_slots_) self->stats_slot_used_[index] = false;
+            self->inherited_stats_slots_.clear();
+        },
+        this));
+    timeval tv{static_cast<time_t>(config_.server.shutdown_timeout.count() / 1000 + 10), 0};
+    event_add(release_stats_timer_.get(), &tv);
+}
+
+}  // namespace proxyd::master
