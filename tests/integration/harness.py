@@ -821,9 +821,10 @@ def merge(base, over):
 # Proxy
 
 class Proxy:
-    def __init__(self, t, cfg, name="proxyd"):
+    def __init__(self, t, cfg, name="proxyd", binary=None):
         self.t = t
         self.name = name
+        self.binary = binary   # the proxyd executable to start (default: the one under test)
         self.dir = os.path.join(t.tmp, name)
         os.makedirs(self.dir, exist_ok=True)
         self.sock_path = os.path.join(self.dir, "ctl.sock")
@@ -871,7 +872,8 @@ class Proxy:
             self.stdout_path = os.path.join(self.dir, "stdout.txt")
             self.stderr_path = os.path.join(self.dir, "stderr.txt")
             with open(self.stdout_path, "wb") as so, open(self.stderr_path, "wb") as se:
-                self.proc = subprocess.Popen([PROXYD, "-c", self.config_path], stdout=so,
+                self.proc = subprocess.Popen([self.binary or PROXYD, "-c", self.config_path],
+                                             stdout=so,
                                              stderr=se, stdin=subprocess.DEVNULL, cwd=self.dir)
             self.t._procs.append(self)
             if not wait:
@@ -1024,19 +1026,20 @@ class T:
         self._backends.append(b)
         return b
 
-    def proxy(self, cfg=None, start=True, name="proxyd"):
-        p = Proxy(self, cfg or {}, name)
+    def proxy(self, cfg=None, start=True, name="proxyd", binary=None):
+        p = Proxy(self, cfg or {}, name, binary)
         if start:
             p.start()
         return p
 
-    def proxy_to(self, *backends, routes=None, upstream=None, name="proxyd", **cfg):
+    def proxy_to(self, *backends, routes=None, upstream=None, name="proxyd", binary=None, **cfg):
         """proxyd with upstream "b" holding the backends (Backend objects or addresses) and the
-        given routes (default: "/" -> "b"). Extra sections as keyword dicts (server={...})."""
+        given routes (default: "/" -> "b"). Extra sections as keyword dicts (server={...}).
+        binary: start that proxyd executable instead of the one under test."""
         servers = [{"address": b if isinstance(b, str) else b.address} for b in backends]
         base = {"upstreams": {"b": merge({"servers": servers}, upstream or {})},
                 "routes": routes or [{"path": "/", "upstream": "b"}]}
-        return self.proxy(merge(base, cfg), name=name)
+        return self.proxy(merge(base, cfg), name=name, binary=binary)
 
     def refusing_address(self):
         """127.0.0.1:PORT where connections are refused (bound, never listening)."""
