@@ -2,11 +2,10 @@
 // generation keeps accepting until every new worker has said it is ready; only then is it told
 // to drain. If any new worker fails, the new generation is killed and the old one never noticed.
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <set>
-
-#include <spdlog/spdlog.h>
 
 #include "common/config/load.hpp"
 #include "common/log.hpp"
@@ -26,7 +25,8 @@ constexpr std::size_t kMaxDrainingGenerations = 3;
 void Master::request_reload(std::uint64_t requester) {
     if (stopping_) return answer(requester, false, "reload refused: the master is stopping");
     if (transition_ || upgrade_) {
-        return answer(requester, false, "reload refused: a reload, scaling or upgrade is in progress");
+        return answer(requester, false,
+                      "reload refused: a reload, scaling or upgrade is in progress");
     }
     auto result = config::load_file(options_.config_path);
     if (!result.config) {
@@ -62,8 +62,9 @@ void Master::request_workers(std::uint64_t requester, int count) {
 void Master::start_generation(config::Config next, std::string what, std::uint64_t requester) {
     std::string error;
     if (!listeners_.prepare(next.server, error)) {
-        return answer(requester, false, what + " failed: " + error + "; still serving generation " +
-                                            std::to_string(generation_));
+        return answer(requester, false,
+                      what + " failed: " + error + "; still serving generation " +
+                          std::to_string(generation_));
     }
     sd_notify("RELOADING=1");
     transition_.emplace();
@@ -109,12 +110,11 @@ void Master::commit_transition() {
     }
     drain_old_generations();
     sd_notify("READY=1");
-    std::string message =
-        done.what == "reload"
-            ? "reloaded: generation " + std::to_string(generation_) + ", " +
-                  std::to_string(config_.server.workers) + " worker(s)"
-            : "workers: " + std::to_string(config_.server.workers) + " worker(s), generation " +
-                  std::to_string(generation_);
+    std::string message = done.what == "reload"
+                              ? "reloaded: generation " + std::to_string(generation_) + ", " +
+                                    std::to_string(config_.server.workers) + " worker(s)"
+                              : "workers: " + std::to_string(config_.server.workers) +
+                                    " worker(s), generation " + std::to_string(generation_);
     answer(done.requester, true, message, {{"generation", generation_}});
 }
 

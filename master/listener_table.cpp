@@ -15,9 +15,8 @@ bool ListenerTable::prepare(const config::ServerSection& server, std::string& er
     rollback();
     std::size_t slots = std::max(slot_count_, static_cast<std::size_t>(server.workers));
     for (auto& entry : entries_) {
-        entry.removed = std::none_of(server.listen.begin(), server.listen.end(), [&](auto& a) {
-            return same_address(a, entry.address);
-        });
+        entry.removed = std::none_of(server.listen.begin(), server.listen.end(),
+                                     [&](auto& a) { return same_address(a, entry.address); });
     }
     for (const auto& address : server.listen) {
         auto it = std::find_if(entries_.begin(), entries_.end(),

@@ -20,7 +20,7 @@
 namespace proxyd::master {
 
 class ListenerTable {
-public:
+  public:
     struct Entry {
         config::SocketAddress address;
         std::vector<UniqueFd> slots;  // index = worker slot
@@ -50,7 +50,7 @@ public:
     std::vector<int> fds_of(const std::vector<int>& slots) const;
     const std::vector<Entry>& entries() const { return entries_; }
 
-private:
+  private:
     std::vector<Entry> entries_;
     std::vector<Entry> retired_;
     std::size_t slot_count_ = 0;

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -14,8 +15,6 @@
 #include <cerrno>
 #include <cstring>
 #include <tuple>
-
-#include <spdlog/spdlog.h>
 
 #include "common/control/protocol.hpp"
 #include "common/log.hpp"
@@ -238,8 +237,8 @@ void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
     // Keep only what this worker needs: the sockets it polls and its channel. The master's event
     // loop is left untouched (freeing it would unregister the master's events from the epoll
     // instance both processes share); _exit() below never runs its destructors.
-    auto polled = ListenerTable::slots_polled_by(slot, config_.server.workers,
-                                                 listeners_.bound_slot_count());
+    auto polled =
+        ListenerTable::slots_polled_by(slot, config_.server.workers, listeners_.bound_slot_count());
     std::vector<int> mine = listeners_.fds_of(polled);
     close_inherited_sockets(mine, channel_fd);
     ::close(signal_fd_.get());
@@ -291,14 +290,27 @@ void Master::on_signal(evutil_socket_t fd, short, void* arg) {
     signalfd_siginfo info;
     while (::read(fd, &info, sizeof info) == sizeof info) {
         switch (info.ssi_signo) {
-            case SIGCHLD: self->reap_children(); break;
+            case SIGCHLD:
+                self->reap_children();
+                break;
             case SIGTERM:
-            case SIGINT: self->begin_stop(false); break;
-            case SIGQUIT: self->begin_stop(true); break;
-            case SIGHUP: self->request_reload(0); break;
-            case SIGUSR1: self->reopen_logs(); break;
-            case SIGUSR2: self->request_upgrade(0); break;
-            default: break;
+            case SIGINT:
+                self->begin_stop(false);
+                break;
+            case SIGQUIT:
+                self->begin_stop(true);
+                break;
+            case SIGHUP:
+                self->request_reload(0);
+                break;
+            case SIGUSR1:
+                self->reopen_logs();
+                break;
+            case SIGUSR2:
+                self->request_upgrade(0);
+                break;
+            default:
+                break;
         }
     }
 }
@@ -384,8 +396,9 @@ void Master::on_worker_exit(pid_t pid, int status) {
     }
     if (generation != generation_) return;  // an old generation is being replaced anyway
     if (!started_ && handoff_) {
-        net::send_with_fds(handoff_.get(), "error worker " + std::to_string(slot) + " " +
-                                               describe_exit(status), {});
+        net::send_with_fds(handoff_.get(),
+                           "error worker " + std::to_string(slot) + " " + describe_exit(status),
+                           {});
         exit_status_ = 1;
         begin_stop(true);
         return;
@@ -464,9 +477,9 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
     int version = request.value("v", 0);
     std::string command = request.value("cmd", "");
     if (version != control::kProtocolVersion) {
-        from.reply(control::make_reply(false, "unsupported control protocol version " +
-                                                  std::to_string(version) + " (this master speaks " +
-                                                  std::to_string(control::kProtocolVersion) + ")"));
+        from.reply(control::make_reply(
+            false, "unsupported control protocol version " + std::to_string(version) +
+                       " (this master speaks " + std::to_string(control::kProtocolVersion) + ")"));
         return;
     }
     if (command == "status") {
@@ -529,12 +542,9 @@ nlohmann::json Master::status_json() const {
                            {"started_at", w->started_at},
                            {"connections", std::max<std::int64_t>(connections, 0)}});
     }
-    return {{"master_pid", ::getpid()},
-            {"version", PROXYD_VERSION},
-            {"generation", generation_},
-            {"config", options_.config_path},
-            {"binary", options_.binary_path},
-            {"workers", workers}};
+    return {{"master_pid", ::getpid()},       {"version", PROXYD_VERSION},
+            {"generation", generation_},      {"config", options_.config_path},
+            {"binary", options_.binary_path}, {"workers", workers}};
 }
 
 void Master::reopen_logs() {
@@ -576,6 +586,8 @@ void Master::on_stop_deadline(evutil_socket_t, short, void* arg) {
     }
 }
 
-void Master::finish_stop() { event_base_loopexit(base_.get(), nullptr); }
+void Master::finish_stop() {
+    event_base_loopexit(base_.get(), nullptr);
+}
 
 }  // namespace proxyd::master

@@ -11,11 +11,10 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/config/types.hpp"
 #include "common/shm/worker_stats.hpp"
@@ -57,7 +56,7 @@ struct SlotState {
 // A new generation of workers being started (reload, `workers N`): committed when all of them
 // are ready, aborted (old generation untouched) when one fails or the deadline passes.
 struct Transition {
-    std::string what;  // "reload", "workers"
+    std::string what;             // "reload", "workers"
     std::uint64_t requester = 0;  // control connection to answer; 0 = a signal
     int generation = 0;
     config::Config previous;
@@ -80,13 +79,13 @@ struct StartOptions {
 };
 
 class Master {
-public:
+  public:
     Master(config::Config config, StartOptions options);
     ~Master();
     // Runs until stopped; returns the process exit status.
     int run();
 
-private:
+  private:
     friend void on_respawn_timer(evutil_socket_t, short, void*);
 
     // master.cpp: start, workers, supervision, control, stop.

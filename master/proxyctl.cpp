@@ -142,8 +142,8 @@ int main(int argc, char** argv) {
         request["count"] = std::atoi(options.args[0].c_str());
     }
     nlohmann::json reply;
-    bool slow = options.command == "reload" || options.command == "workers" ||
-                options.command == "upgrade";
+    bool slow =
+        options.command == "reload" || options.command == "workers" || options.command == "upgrade";
     if (!proxyd::control::write_frame(fd.get(), request, error) ||
         !proxyd::control::read_frame(fd.get(), reply, slow ? kSlowReplyTimeoutMs : kReplyTimeoutMs,
                                      error)) {

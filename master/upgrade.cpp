@@ -13,14 +13,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "common/config/units.hpp"
 #include "common/net/fd_passing.hpp"
@@ -38,8 +37,9 @@ constexpr int kHandoffReadTimeoutMs = 5000;
 
 bool send_fds_in_chunks(int fd, const std::vector<int>& fds) {
     for (std::size_t i = 0; i < fds.size(); i += kFdsPerMessage) {
-        std::vector<int> chunk(fds.begin() + static_cast<long>(i),
-                               fds.begin() + static_cast<long>(std::min(fds.size(), i + kFdsPerMessage)));
+        std::vector<int> chunk(
+            fds.begin() + static_cast<long>(i),
+            fds.begin() + static_cast<long>(std::min(fds.size(), i + kFdsPerMessage)));
         if (!net::send_with_fds(fd, "fds", chunk)) return false;
     }
     return net::send_with_fds(fd, "end", {});
@@ -57,25 +57,28 @@ bool receive_message(int fd, std::string& message, std::vector<UniqueFd>& fds) {
 
 void Master::request_upgrade(std::uint64_t requester) {
     if (stopping_) return answer(requester, false, "upgrade refused: the master is stopping");
-    if (upgrade_) return answer(requester, false, "upgrade refused: an upgrade is already in progress");
+    if (upgrade_)
+        return answer(requester, false, "upgrade refused: an upgrade is already in progress");
     if (transition_) {
         return answer(requester, false, "upgrade refused: a reload or scaling is in progress");
     }
     const std::string& binary = options_.binary_path;
     if (::access(binary.c_str(), X_OK) != 0) {
-        return answer(requester, false, "upgrade failed: cannot execute " + binary + ": " +
-                                            std::strerror(errno) + "; still serving");
+        return answer(requester, false,
+                      "upgrade failed: cannot execute " + binary + ": " + std::strerror(errno) +
+                          "; still serving");
     }
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
-        return answer(requester, false, std::string("upgrade failed: socketpair: ") +
-                                            std::strerror(errno));
+        return answer(requester, false,
+                      std::string("upgrade failed: socketpair: ") + std::strerror(errno));
     }
     pid_t child = ::fork();
     if (child < 0) {
         ::close(pair[0]);
         ::close(pair[1]);
-        return answer(requester, false, std::string("upgrade failed: fork: ") + std::strerror(errno));
+        return answer(requester, false,
+                      std::string("upgrade failed: fork: ") + std::strerror(errno));
     }
     if (child == 0) {
         // Everything else of ours is close-on-exec; only the handoff end crosses the exec.
@@ -138,7 +141,8 @@ void Master::on_upgrade_channel(evutil_socket_t fd, short, void* arg) {
 
 void Master::on_upgrade_deadline(evutil_socket_t, short, void* arg) {
     static_cast<Master*>(arg)->finish_upgrade(
-        false, "the new master was not ready within " + std::to_string(kUpgradeTimeout.count()) + " s");
+        false,
+        "the new master was not ready within " + std::to_string(kUpgradeTimeout.count()) + " s");
 }
 
 void Master::finish_upgrade(bool ok, const std::string& reason) {
@@ -209,7 +213,8 @@ bool Master::receive_handoff(std::string& error) {
         ListenerTable::Entry entry;
         std::string text = item.value("address", "");
         std::size_t slots = item.value("slots", 0u);
-        if (!config::parse_socket_address(text, entry.address, error) || next + slots > fds.size()) {
+        if (!config::parse_socket_address(text, entry.address, error) ||
+            next + slots > fds.size()) {
             error = "bad listener in the handoff: " + text;
             return false;
         }

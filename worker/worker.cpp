@@ -169,7 +169,9 @@ void Worker::on_channel(evutil_socket_t fd, short, void* arg) {
 void Worker::handle_command(std::string_view command, std::vector<UniqueFd>& fds) {
     auto space = command.find(' ');
     std::string_view verb = command.substr(0, space);
-    int slot = space == std::string_view::npos ? -1 : std::atoi(std::string(command.substr(space + 1)).c_str());
+    int slot = space == std::string_view::npos
+                   ? -1
+                   : std::atoi(std::string(command.substr(space + 1)).c_str());
     if (verb == "quit") {
         stop_now();
     } else if (verb == "drain") {
@@ -179,7 +181,8 @@ void Worker::handle_command(std::string_view command, std::vector<UniqueFd>& fds
     } else if (verb == "reopen") {
         std::string error;
         log::setup_error_log(config_.log, "worker " + std::to_string(options_.slot), error);
-        if (!log::setup_access_log(config_.log, error)) spdlog::error("reopen access log: {}", error);
+        if (!log::setup_access_log(config_.log, error))
+            spdlog::error("reopen access log: {}", error);
     } else if (verb == "adopt" && slot >= 0 && !draining_) {
         for (auto& fd : fds) add_listener(slot, std::move(fd));
         spdlog::info("polling the sockets of slot {} while it has no worker", slot);
