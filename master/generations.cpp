@@ -16,6 +16,7 @@ namespace proxyd::master {
 namespace {
 
 constexpr auto kTransitionTimeout = std::chrono::seconds(15);
+constexpr std::chrono::milliseconds kResolveTimeout{3000};
 // Draining generations beyond this are told to stop (close idle connections now) so that a burst
 // of reloads cannot pile up processes.
 constexpr std::size_t kMaxDrainingGenerations = 3;
@@ -41,7 +42,8 @@ void Master::request_reload(std::uint64_t requester) {
                           " error(s)); still serving generation " + std::to_string(generation_),
                       {{"errors", errors}});
     }
-    start_generation(std::move(*result.config), "reload", requester);
+    Resolutions resolutions = resolve_now(*result.config, kResolveTimeout);
+    start_generation(std::move(*result.config), std::move(resolutions), "reload", requester);
 }
 
 void Master::request_workers(std::uint64_t requester, int count) {
@@ -53,15 +55,17 @@ void Master::request_workers(std::uint64_t requester, int count) {
         return answer(requester, false,
                       "workers refused: a reload, scaling or upgrade is in progress");
     }
-    config::Config next = config_;
-    next.server.workers = count;
-    next.server.workers_auto = false;
-    start_generation(std::move(next), "workers", requester);
+    config::Config source = source_config_;
+    source.server.workers = count;
+    source.server.workers_auto = false;
+    start_generation(std::move(source), resolutions_, "workers", requester);
 }
 
-void Master::start_generation(config::Config next, std::string what, std::uint64_t requester) {
+void Master::start_generation(config::Config source, Resolutions resolutions, std::string what,
+                              std::uint64_t requester) {
     std::string error;
-    if (!listeners_.prepare(next.server, error)) {
+    config::Config next = source;
+    if (!expand_config(next, resolutions, error) || !listeners_.prepare(next.server, error)) {
         return answer(requester, false,
                       what + " failed: " + error + "; still serving generation " +
                           std::to_string(generation_));
@@ -72,7 +76,11 @@ void Master::start_generation(config::Config next, std::string what, std::uint64
     transition_->requester = requester;
     transition_->generation = generation_ + 1;
     transition_->previous = std::move(config_);
+    transition_->previous_source = std::move(source_config_);
+    transition_->previous_resolutions = std::move(resolutions_);
     config_ = std::move(next);
+    source_config_ = std::move(source);
+    resolutions_ = std::move(resolutions);
     ++generation_;
     if (!log::setup_error_log(config_.log, "master", error)) {
         spdlog::error("error log {}: {}", config_.log.error_log, error);
@@ -109,6 +117,7 @@ void Master::commit_transition() {
         if (state.respawn_timer) event_del(state.respawn_timer.get());
     }
     drain_old_generations();
+    apply_upstream_changes();
     sd_notify("READY=1");
     std::string message = done.what == "reload"
                               ? "reloaded: generation " + std::to_string(generation_) + ", " +
@@ -152,6 +161,8 @@ void Master::abort_transition(const std::string& reason) {
     }
     listeners_.rollback();
     config_ = std::move(failed.previous);
+    source_config_ = std::move(failed.previous_source);
+    resolutions_ = std::move(failed.previous_resolutions);
     generation_ = failed.generation - 1;
     std::string error;
     log::setup_error_log(config_.log, "master", error);

@@ -31,6 +31,7 @@ constexpr int kHandledSignals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SI
 constexpr auto kMaxRespawnDelay = std::chrono::seconds(30);
 constexpr auto kStableLifetime = std::chrono::seconds(5);
 constexpr std::size_t kMaxSlots = 128;
+constexpr std::chrono::milliseconds kResolveTimeout{3000};
 
 double unix_now() {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
@@ -89,6 +90,7 @@ int Master::run() {
         spdlog::error("cannot start: {}", error);
         return 1;
     }
+    source_config_ = config_;
     if (options_.upgrade_fd >= 0) {
         if (!receive_handoff(error)) {
             spdlog::error("upgrade: {}", error);
@@ -96,8 +98,9 @@ int Master::run() {
             return 1;
         }
     } else {
-        stats_ = shm::SharedStats::create();
-        if (!stats_.valid()) {
+        stats_ = shm::SharedStats::create("proxyd-stats");
+        upstream_state_ = shm::UpstreamState::create("proxyd-upstreams");
+        if (!stats_.valid() || !upstream_state_.valid()) {
             spdlog::error("cannot create shared memory");
             return 1;
         }
@@ -112,6 +115,18 @@ int Master::run() {
             return 1;
         }
     }
+    resolutions_ = resolve_now(source_config_, kResolveTimeout);
+    if (!expand_config(config_, resolutions_, error)) {
+        spdlog::error("{}", error);
+        return 1;
+    }
+    health_ = std::make_unique<HealthChecker>(base_.get(), upstream_state_);
+    resolver_ = std::make_unique<Resolver>(base_.get(), [this](Resolutions changed) {
+        if (transition_ || upgrade_ || stopping_) return;  // the next round tries again
+        spdlog::info("DNS records changed; starting workers with the new servers");
+        start_generation(source_config_, std::move(changed), "dns", 0);
+    });
+    apply_upstream_changes();
     for (int slot = 0; slot < config_.server.workers; ++slot) {
         if (!spawn_worker(slot)) {
             begin_stop(true);
@@ -169,6 +184,19 @@ bool Master::open_control_socket(std::string& error) {
             handle_control(request, from);
         });
     return true;
+}
+
+// DNS names become one server per record, and every server gets its shared-state index.
+bool Master::expand_config(config::Config& config, const Resolutions& resolutions,
+                           std::string& error) {
+    expand_names(config, resolutions);
+    return registry_.assign(config, error);
+}
+
+// Health probes and DNS watching follow the servers of the current generation.
+void Master::apply_upstream_changes() {
+    health_->configure(config_);
+    resolver_->watch(source_config_, resolutions_);
 }
 
 void Master::announce_ready() {
@@ -251,7 +279,8 @@ void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
     options.config = &config_;
     options.listen_fds = mine;
     options.channel_fd = channel_fd;
-    options.stats = &stats_.slot(stats_slot);
+    options.stats = &stats_->slots[stats_slot];
+    options.upstream_state = &*upstream_state_;
     options.slot = slot;
     options.generation = generation_;
     options.master_pid = ::getppid();
@@ -373,7 +402,7 @@ void Master::on_worker_exit(pid_t pid, int status) {
     bool expected = stopping_ || found->draining;
     auto lived = std::chrono::steady_clock::now() - found->started;
     // A dead worker's gauge would otherwise stay counted forever.
-    stats_.slot(found->stats_slot).connections_active.store(0, std::memory_order_relaxed);
+    stats_->slots[found->stats_slot].connections_active.store(0, std::memory_order_relaxed);
     stats_slot_used_[found->stats_slot] = false;
     std::erase_if(workers_, [&](const WorkerProcess& w) { return w.pid == pid; });
     for (auto& state : slots_) {
@@ -534,7 +563,7 @@ nlohmann::json Master::status_json() const {
     });
     for (const auto* w : sorted) {
         auto connections =
-            stats_.slot(w->stats_slot).connections_active.load(std::memory_order_relaxed);
+            stats_->slots[w->stats_slot].connections_active.load(std::memory_order_relaxed);
         workers.push_back({{"slot", w->slot},
                            {"pid", w->pid},
                            {"generation", w->generation},

@@ -21,7 +21,11 @@
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
 #include "master/control_server.hpp"
+#include "common/shm/upstream_state.hpp"
+#include "master/health_checker.hpp"
 #include "master/listener_table.hpp"
+#include "master/resolver.hpp"
+#include "master/server_registry.hpp"
 
 namespace proxyd::master {
 
@@ -59,7 +63,9 @@ struct Transition {
     std::string what;             // "reload", "workers"
     std::uint64_t requester = 0;  // control connection to answer; 0 = a signal
     int generation = 0;
-    config::Config previous;
+    config::Config previous;         // restored on abort
+    config::Config previous_source;
+    Resolutions previous_resolutions;
     EventPtr deadline;
 };
 
@@ -123,7 +129,11 @@ class Master {
     // generations.cpp: reload and scaling.
     void request_reload(std::uint64_t requester);
     void request_workers(std::uint64_t requester, int count);
-    void start_generation(config::Config next, std::string what, std::uint64_t requester);
+    // `source` is the config as written (DNS names unexpanded); the workers get it expanded.
+    void start_generation(config::Config source, Resolutions resolutions, std::string what,
+                          std::uint64_t requester);
+    bool expand_config(config::Config& config, const Resolutions& resolutions, std::string& error);
+    void apply_upstream_changes();
     void maybe_commit_transition();
     void commit_transition();
     void abort_transition(const std::string& reason);
@@ -138,11 +148,17 @@ class Master {
     bool receive_handoff(std::string& error);
     void complete_handoff();
 
-    config::Config config_;
+    config::Config config_;         // what the workers of the current generation run
+    config::Config source_config_;  // the same before DNS names were expanded
+    Resolutions resolutions_;
     StartOptions options_;
     EventBasePtr base_;
     ListenerTable listeners_;
     shm::SharedStats stats_;
+    shm::UpstreamState upstream_state_;
+    ServerRegistry registry_;
+    std::unique_ptr<HealthChecker> health_;
+    std::unique_ptr<Resolver> resolver_;
     std::vector<bool> stats_slot_used_;
     std::unique_ptr<ControlServer> control_;
     UniqueFd signal_fd_;

@@ -8,6 +8,7 @@
 //   1. {"v":1,"generation":G,"listeners":[{"address":"127.0.0.1:8080","slots":N},...],
 //       "stats_slots_in_use":[...],"fds":TOTAL}            (no fds)
 //   2. "fds" messages carrying the sockets in that order (at most 200 each), then the stats memfd
+//      and the upstream state memfd; the header also carries the server registry
 //   3. "end"
 // new -> old: "ready" | "error REASON".
 #include <fcntl.h>
@@ -106,6 +107,8 @@ void Master::request_upgrade(std::uint64_t requester) {
         for (const auto& fd : entry.slots) fds.push_back(fd.get());
     }
     fds.push_back(stats_.fd());
+    fds.push_back(upstream_state_.fd());
+    header["registry"] = registry_.to_json();
     nlohmann::json in_use = nlohmann::json::array();
     for (const auto& worker : workers_) in_use.push_back(worker.stats_slot);
     header["listeners"] = listeners;
@@ -202,9 +205,15 @@ bool Master::receive_handoff(std::string& error) {
                 std::to_string(header.value("fds", 0u));
         return false;
     }
+    if (fds.size() < 2) {
+        error = "the handoff carried no shared memory";
+        return false;
+    }
+    upstream_state_ = shm::UpstreamState::attach(std::move(fds.back()));
+    fds.pop_back();
     stats_ = shm::SharedStats::attach(std::move(fds.back()));
     fds.pop_back();
-    if (!stats_.valid()) {
+    if (!stats_.valid() || !upstream_state_.valid()) {
         error = "the shared memory from the old master has another layout";
         return false;
     }
@@ -230,6 +239,7 @@ bool Master::receive_handoff(std::string& error) {
         }
     }
     generation_ = header.value("generation", 0) + 1;
+    registry_.from_json(header.value("registry", nlohmann::json::object()));
     // Addresses the new config adds are bound now; dropped ones stay until old workers are done.
     if (!listeners_.prepare(config_.server, error)) return false;
     listeners_.commit();

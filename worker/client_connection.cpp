@@ -35,6 +35,32 @@ void append_chunk_header(evbuffer* out, std::size_t n) {
     evbuffer_add(out, buf, static_cast<std::size_t>(len));
 }
 
+std::string_view find_header(const http::Request& request, std::string_view name) {
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        if (http::iequals(request.headers[i].name, name)) return request.headers[i].value;
+    }
+    return {};
+}
+
+// The value of cookie `name` in the request's Cookie headers ("a=1; b=2").
+std::string_view find_cookie(const http::Request& request, std::string_view name) {
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        if (!http::iequals(request.headers[i].name, "cookie")) continue;
+        std::string_view rest = request.headers[i].value;
+        while (!rest.empty()) {
+            auto end = rest.find(';');
+            std::string_view pair = rest.substr(0, end);
+            rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+            while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+            auto eq = pair.find('=');
+            if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
+                return pair.substr(eq + 1);
+            }
+        }
+    }
+    return {};
+}
+
 // Chunk framing is parsed from the front of the buffer; usually the first chain holds it all.
 http::ChunkedDecoder::Result parse_framing_front(evbuffer* in, http::ChunkedDecoder& decoder) {
     evbuffer_iovec first;
@@ -55,8 +81,16 @@ http::ChunkedDecoder::Result parse_framing_front(evbuffer* in, http::ChunkedDeco
 
 void Exchange::reset() {
     route = nullptr;
-    upstream_index = server_index = attempt = 0;
+    upstream_index = server_index = 0;
     upstream.reset();
+    algorithm = config::Balance::RoundRobin;
+    key_hash = sticky_hash = 0;
+    idempotent = false;
+    retries_left = 0;
+    server_active = reported = trial = false;
+    queued_since = {};
+    last_error.clear();
+    set_cookie.clear();
     method.clear();
     target.clear();
     request_id.clear();
@@ -110,7 +144,11 @@ void ClientConnection::begin_drain(bool close_idle) {
 void ClientConnection::close() {
     if (phase_ == Phase::Closed) return;
     phase_ = Phase::Closed;
-    if (exchange_) worker_.recycle_exchange(std::move(exchange_));
+    queue_timer_.reset();
+    if (exchange_) {
+        release_server();
+        worker_.recycle_exchange(std::move(exchange_));
+    }
     stream_.close();
     worker_.retire(this);
 }
@@ -307,6 +345,7 @@ void ClientConnection::begin_request(const http::Request& request) {
         fail(Failure::NoServer);
         return;
     }
+    prepare_balancing(request);
     prepare_upstream_head(request);
     bool expect_continue = request.expect_continue;
     evbuffer_drain(stream_.in(), request.head_length);  // `request` is invalid from here on
@@ -321,6 +360,49 @@ void ClientConnection::begin_request(const http::Request& request) {
         stream_.cancel_timer();
     }
     connect_upstream();
+}
+
+// Inputs of the balance phase, taken while the request head is still in place.
+void ClientConnection::prepare_balancing(const http::Request& request) {
+    auto& ex = *exchange_;
+    const auto& upstream = worker_.config().upstreams[ex.upstream_index];
+    const auto& route = *ex.route;
+    ex.algorithm = upstream.balance;
+    std::string_view upgrade = find_header(request, "upgrade");
+    if (route.has_websocket_balance && http::iequals(upgrade, "websocket")) {
+        ex.algorithm = route.websocket_balance;
+    } else if (route.has_sse_balance &&
+               find_header(request, "accept").find("text/event-stream") != std::string_view::npos) {
+        ex.algorithm = route.sse_balance;
+    }
+    std::string_view key = peer_ip_;
+    switch (upstream.hash_key.kind) {
+        case config::HashKey::Kind::Ip: break;
+        case config::HashKey::Kind::Path: key = request.path; break;
+        case config::HashKey::Kind::Header: key = find_header(request, upstream.hash_key.name); break;
+        case config::HashKey::Kind::Cookie:
+            key = find_cookie(request, upstream.hash_key.name);
+            break;
+    }
+    ex.key_hash = hash_bytes(key);
+    if (!upstream.sticky_cookie.empty()) {
+        std::string_view pinned = find_cookie(request, upstream.sticky_cookie);
+        ex.sticky_hash = 0;
+        for (char c : pinned.substr(0, 16)) {
+            int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (digit < 0) {
+                ex.sticky_hash = 0;
+                break;
+            }
+            ex.sticky_hash = ex.sticky_hash << 4 | static_cast<std::uint64_t>(digit);
+        }
+    }
+    static constexpr std::string_view kIdempotent[] = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE",
+                                                       "TRACE"};
+    ex.idempotent = std::find(std::begin(kIdempotent), std::end(kIdempotent), request.method) !=
+                    std::end(kIdempotent);
+    ex.retries_left = upstream.retry.attempts;
+    ex.tried.reset(upstream.servers.size());
 }
 
 bool ClientConnection::check_request_limits(const http::Request& request) {
@@ -365,15 +447,35 @@ void ClientConnection::prepare_upstream_head(const http::Request& request) {
 
 void ClientConnection::connect_upstream() {
     auto& ex = *exchange_;
-    const auto& servers = worker_.config().upstreams[ex.upstream_index].servers;
-    std::string error;
-    while (ex.attempt < servers.size()) {
-        ex.server_index = worker_.balancer(ex.upstream_index).pick(servers.size(), ex.attempt);
+    const auto& upstream = worker_.config().upstreams[ex.upstream_index];
+    auto& selector = worker_.selector();
+    for (;;) {
+        auto pick = selector.pick(ex.upstream_index, ex.algorithm, ex.key_hash, ex.sticky_hash,
+                                  ex.tried);
+        if (pick.outcome == UpstreamSelector::Outcome::AllFull) {
+            wait_for_capacity();
+            return;
+        }
+        if (pick.outcome == UpstreamSelector::Outcome::NoneUsable) {
+            if (ex.last_error.empty()) {
+                fail(Failure::NoServer);
+            } else {
+                fail(Failure::UpstreamFailed, ex.last_error);
+            }
+            return;
+        }
+        ex.server_index = pick.server;
+        ex.trial = pick.trial;
+        ex.tried.mark(pick.server);
+        selector.begin(ex.upstream_index, ex.server_index);
+        ex.server_active = true;
+        ex.attempt_started = std::chrono::steady_clock::now();
         ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this);
         if (ex.upstream) {
             send_request_head();
             return;
         }
+        std::string error;
         ex.upstream = worker_.pool().connect(ex.upstream_index, ex.server_index, this, error);
         if (ex.upstream) {
             if (ex.upstream->connected) {
@@ -384,12 +486,56 @@ void ClientConnection::connect_upstream() {
             }
             return;
         }
-        spdlog::warn("upstream {} server {}: {}",
-                     worker_.config().upstreams[ex.upstream_index].name,
-                     servers[ex.server_index].id, error);
-        ++ex.attempt;
+        spdlog::warn("upstream {} server {}: {}", upstream.name,
+                     upstream.servers[ex.server_index].id, error);
+        ex.last_error = error;
+        report_attempt(false);
+        release_server();
+        if (ex.retries_left-- <= 0) {
+            fail(Failure::UpstreamFailed, error);
+            return;
+        }
     }
-    fail(Failure::UpstreamFailed, error);
+}
+
+// Every server is at its max_connections: wait for one to free up, up to upstream_connect.
+void ClientConnection::wait_for_capacity() {
+    auto& ex = *exchange_;
+    auto now = std::chrono::steady_clock::now();
+    if (ex.queued_since == std::chrono::steady_clock::time_point{}) ex.queued_since = now;
+    if (now - ex.queued_since >= worker_.config().server.timeouts.upstream_connect) {
+        fail(Failure::NoServer, "every server is at max_connections");
+        return;
+    }
+    if (!queue_timer_) {
+        queue_timer_.reset(evtimer_new(
+            worker_.base(),
+            [](evutil_socket_t, short, void* arg) {
+                auto* self = static_cast<ClientConnection*>(arg);
+                if (self->exchange_ && !self->exchange_->upstream) self->connect_upstream();
+            },
+            this));
+    }
+    timeval tv{0, 20'000};
+    event_add(queue_timer_.get(), &tv);
+}
+
+void ClientConnection::report_attempt(bool success) {
+    auto& ex = *exchange_;
+    if (!ex.server_active || ex.reported) return;
+    auto latency = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - ex.attempt_started);
+    worker_.selector().report(ex.upstream_index, ex.server_index, success, ex.trial, latency);
+    ex.reported = true;
+}
+
+void ClientConnection::release_server() {
+    auto& ex = *exchange_;
+    if (!ex.server_active) return;
+    worker_.selector().release(ex.upstream_index, ex.server_index, ex.trial && !ex.reported);
+    ex.server_active = false;
+    ex.reported = false;
+    ex.trial = false;
 }
 
 void ClientConnection::send_request_head() {
@@ -549,20 +695,39 @@ void ClientConnection::retry_or_fail(Failure failure, std::string_view detail) {
     bool was_connect = ex.upstream && !ex.upstream->connected;
     bool was_reused = ex.upstream && ex.upstream->reused;
     bool nothing_received = !ex.upstream || evbuffer_get_length(ex.upstream->stream.in()) == 0;
-    if (!ex.response_head_done && nothing_received && !ex.request_body_sent) {
-        // Nothing of the request can have been processed: a failed connect goes on to the next
-        // server; a pooled connection the upstream had just closed is retried on a fresh one.
-        if (was_connect || was_reused) {
-            const auto& upstream = worker_.config().upstreams[ex.upstream_index];
-            if (was_connect) {
-                spdlog::warn("upstream {} server {}: {}", upstream.name,
-                             upstream.servers[ex.server_index].id, detail);
-                ++ex.attempt;
+    bool may_resend = !ex.response_head_done && nothing_received && !ex.request_body_sent;
+    if (may_resend && was_reused && !was_connect) {
+        // A pooled connection the upstream had just closed: not the server's fault, and nothing
+        // of the request can have been processed. Again on a fresh connection, same server.
+        ex.upstream.reset();
+        ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this);
+        std::string error;
+        if (!ex.upstream) ex.upstream = worker_.pool().connect(ex.upstream_index, ex.server_index, this, error);
+        if (ex.upstream) {
+            if (ex.upstream->connected) {
+                send_request_head();
+            } else {
+                ex.upstream->stream.wait_writable();
+                ex.upstream->stream.arm_timer(worker_.config().server.timeouts.upstream_connect);
             }
-            ex.upstream.reset();
-            connect_upstream();
             return;
         }
+        detail = error;
+        was_connect = true;
+    }
+    const auto& upstream = worker_.config().upstreams[ex.upstream_index];
+    spdlog::warn("upstream {} server {}: {}", upstream.name, upstream.servers[ex.server_index].id,
+                 detail);
+    ex.last_error.assign(detail);
+    report_attempt(false);
+    release_server();
+    ex.upstream.reset();
+    // Another server may get the request only if this one cannot have acted on it: nothing was
+    // sent (failed connect), or the method is idempotent; never a body already streamed.
+    bool retryable = may_resend && (was_connect || ex.idempotent);
+    if (retryable && ex.retries_left-- > 0) {
+        connect_upstream();
+        return;
     }
     fail(failure, detail);
 }
@@ -601,6 +766,7 @@ void ClientConnection::read_response_head() {
 void ClientConnection::send_response_head(const http::Response& response) {
     auto& ex = *exchange_;
     auto& upstream = ex.upstream->stream;
+    report_attempt(response.status < 500);
     ex.response_head_done = true;
     ex.status = response.status;
     ex.response_body = response.body;
@@ -626,6 +792,14 @@ void ClientConnection::send_response_head(const http::Response& response) {
     info.content_length = response.content_length;
     info.request_id = ex.request_id;
     info.extra_headers = &worker_.config().server.response_headers;
+    const auto& upstream_config = worker_.config().upstreams[ex.upstream_index];
+    std::uint64_t server_hash = worker_.selector().server_hash(ex.upstream_index, ex.server_index);
+    if (!upstream_config.sticky_cookie.empty() && ex.sticky_hash != server_hash) {
+        char value[17];
+        std::snprintf(value, sizeof value, "%016llx", static_cast<unsigned long long>(server_hash));
+        ex.set_cookie = upstream_config.sticky_cookie + "=" + value + "; Path=/; HttpOnly";
+        info.set_cookie = ex.set_cookie;
+    }
     std::string& head = worker_.scratch();
     head.clear();
     build_client_response_head(response, info, head);
@@ -731,6 +905,7 @@ void ClientConnection::finish_exchange() {
 
 void ClientConnection::release_upstream() {
     auto& ex = *exchange_;
+    release_server();
     if (!ex.upstream) return;
     if (ex.upstream_reusable && ex.request_done) {
         worker_.pool().release(std::move(ex.upstream));
@@ -800,6 +975,8 @@ void ClientConnection::fail(Failure failure, std::string_view detail, int parser
         spdlog::warn("request {} to upstream {}: {} ({})", ex.request_id, upstream_name,
                      status ? status : 0, detail.empty() ? "aborted" : detail);
     }
+    if (failure == Failure::UpstreamAborted) report_attempt(false);
+    release_server();
     ex.upstream.reset();
     if (status == 0 || ex.response_started) {
         if (!ex.response_started) ex.status = failure == Failure::ClientGone ? 499 : 502;

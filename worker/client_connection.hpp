@@ -19,6 +19,7 @@
 #include "worker/forward_headers.hpp"
 #include "worker/stream.hpp"
 #include "worker/upstream_pool.hpp"
+#include "worker/upstream_selector.hpp"
 
 namespace proxyd::config {
 struct Route;
@@ -51,8 +52,22 @@ struct Exchange {
     const config::Route* route = nullptr;
     std::size_t upstream_index = 0;
     std::size_t server_index = 0;
-    std::size_t attempt = 0;
     UpstreamPtr upstream;
+
+    // Balance phase.
+    config::Balance algorithm = config::Balance::RoundRobin;
+    std::uint64_t key_hash = 0;
+    std::uint64_t sticky_hash = 0;  // from the sticky cookie; 0 = none
+    bool idempotent = false;
+    int retries_left = 0;
+    TriedServers tried;
+    bool server_active = false;  // counted in the server's shared active requests
+    bool reported = false;       // the attempt's outcome fed passive health already
+    bool trial = false;          // a half-open circuit's trial request
+    std::chrono::steady_clock::time_point attempt_started;
+    std::chrono::steady_clock::time_point queued_since;
+    std::string last_error;
+    std::string set_cookie;
 
     std::string method;
     std::string target;  // for the access log
@@ -118,8 +133,12 @@ class ClientConnection final : public UpstreamUser {
     void read_request_head();
     void begin_request(const http::Request& request);
     bool check_request_limits(const http::Request& request);
+    void prepare_balancing(const http::Request& request);
     void prepare_upstream_head(const http::Request& request);
     void connect_upstream();
+    void wait_for_capacity();
+    void report_attempt(bool success);
+    void release_server();
     void send_request_head();
     void forward_request_body();
     bool forward_chunked_request_body(evbuffer* in, evbuffer* out);
@@ -151,6 +170,7 @@ class ClientConnection final : public UpstreamUser {
     bool client_eof_ = false;
     bool close_after_response_ = false;
     std::unique_ptr<Exchange> exchange_;
+    EventPtr queue_timer_;  // created the first time every server is full
 };
 
 }  // namespace proxyd::worker

@@ -174,6 +174,7 @@ void build_client_response_head(const http::Response& response, const ClientResp
         append_header(out, h.name, h.value);
     }
     append_extra_headers(info, out);
+    if (!info.set_cookie.empty()) append_header(out, "Set-Cookie", info.set_cookie);
     append_framing(out, info.framing, info.content_length);
     append_connection(info, out);
     out += "\r\n";

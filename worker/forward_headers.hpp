@@ -49,6 +49,7 @@ struct ClientResponseInfo {
     std::uint64_t content_length = 0;
     std::string_view request_id;
     const HeaderList* extra_headers = nullptr;  // server.response_headers; replace upstream's
+    std::string_view set_cookie;                // sticky session cookie to set, if any
 };
 
 void build_client_response_head(const http::Response& response, const ClientResponseInfo& info,

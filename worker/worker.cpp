@@ -23,11 +23,9 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
       base_(base),
       stats_(options.stats),
       pool_(base, *options.config),
+      selector_(*options.config, options.upstream_state, static_cast<std::size_t>(options.slot)),
       scratch_request_(std::make_unique<http::Request>()),
       scratch_response_(std::make_unique<http::Response>()) {
-    for (std::size_t i = 0; i < config_.upstreams.size(); ++i) {
-        balancers_.emplace_back(static_cast<std::size_t>(options.slot));
-    }
 }
 
 Worker::~Worker() {

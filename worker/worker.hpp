@@ -13,10 +13,11 @@
 
 #include "common/config/types.hpp"
 #include "common/http/parser.hpp"
+#include "common/shm/upstream_state.hpp"
 #include "common/shm/worker_stats.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
-#include "worker/balancer/round_robin.hpp"
+#include "worker/upstream_selector.hpp"
 #include "worker/request_id.hpp"
 #include "worker/upstream_pool.hpp"
 
@@ -30,6 +31,7 @@ struct WorkerOptions {
     std::vector<int> listen_fds;  // this slot's sockets, one per listen address
     int channel_fd = -1;          // socketpair end to the master
     shm::WorkerSlotStats* stats = nullptr;
+    shm::UpstreamStateLayout* upstream_state = nullptr;
     int slot = 0;
     int generation = 1;
     pid_t master_pid = 0;
@@ -62,7 +64,7 @@ class Worker {
     UpstreamPool& pool() { return pool_; }
     shm::WorkerSlotStats& stats() { return *stats_; }
     RequestIdGenerator& request_ids() { return request_ids_; }
-    RoundRobin& balancer(std::size_t upstream) { return balancers_[upstream]; }
+    UpstreamSelector& selector() { return selector_; }
     // Reused per request so that heads are parsed and built without allocating.
     http::Request& scratch_request() { return *scratch_request_; }
     http::Response& scratch_response() { return *scratch_response_; }
@@ -95,7 +97,7 @@ class Worker {
     shm::WorkerSlotStats* stats_;
     UpstreamPool pool_;
     RequestIdGenerator request_ids_;
-    std::vector<RoundRobin> balancers_;
+    UpstreamSelector selector_;
     std::unique_ptr<http::Request> scratch_request_;
     std::unique_ptr<http::Response> scratch_response_;
     std::vector<std::string_view> scratch_views_;

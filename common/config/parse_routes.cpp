@@ -11,11 +11,11 @@ namespace proxyd::config::detail {
 
 namespace {
 
-constexpr std::string_view kRouteKeys[] = {"path",    "path_exact", "host",
-                                           "methods", "upstream",   "strip_prefix"};
-constexpr std::string_view kRouteLater[] = {"auth_required",     "roles",       "rate_limit",
-                                            "websocket_balance", "sse_balance", "cors",
-                                            "protocol",          "cache",       "compress"};
+constexpr std::string_view kRouteKeys[] = {
+    "path",         "path_exact",        "host",       "methods", "upstream",
+    "strip_prefix", "websocket_balance", "sse_balance"};
+constexpr std::string_view kRouteLater[] = {"auth_required", "roles", "rate_limit", "cors",
+                                            "protocol",      "cache", "compress"};
 constexpr std::string_view kWhere = "in [[routes]]";
 
 // Why `path` cannot be matched against request targets, or "" when it can.
@@ -148,6 +148,18 @@ void parse_route(Reader& r, const toml::node& node, Route& out) {
     if (const toml::node* methods = route->get("methods")) parse_methods(r, *methods, out);
     parse_upstream_ref(r, *route, out);
     r.read(*route, "strip_prefix", out.strip_prefix);
+    if (const toml::node* n = route->get("websocket_balance")) {
+        if (const auto balance = parse_balance(r, *n, "websocket_balance")) {
+            out.has_websocket_balance = true;
+            out.websocket_balance = *balance;
+        }
+    }
+    if (const toml::node* n = route->get("sse_balance")) {
+        if (const auto balance = parse_balance(r, *n, "sse_balance")) {
+            out.has_sse_balance = true;
+            out.sse_balance = *balance;
+        }
+    }
 }
 
 }  // namespace

@@ -12,10 +12,10 @@ namespace proxyd::config::detail {
 
 namespace {
 
-constexpr std::string_view kServerKeys[] = {"listen",         "workers",         "control_socket",
-                                            "pid_file",       "max_connections", "shutdown_timeout",
-                                            "real_ip_header", "trusted_proxies", "timeouts",
-                                            "limits",         "response_headers"};
+constexpr std::string_view kServerKeys[] = {
+    "listen",          "workers",          "control_socket",   "pid_file",
+    "max_connections", "shutdown_timeout", "real_ip_header",   "trusted_proxies",
+    "timeouts",        "limits",           "response_headers", "hosts_file"};
 constexpr std::string_view kServerLater[] = {"user", "group", "proxy_protocol", "state_file",
                                              "h2c"};
 constexpr std::string_view kTimeoutKeys[] = {
@@ -26,8 +26,8 @@ constexpr std::string_view kLimitKeys[] = {"max_header_size", "max_body_size", "
 // The proxy writes these itself (framing, connection handling); a fixed value would corrupt
 // responses.
 constexpr std::string_view kManagedHeaders[] = {
-    "connection", "content-length", "transfer-encoding", "keep-alive", "upgrade",
-    "te",         "trailer",        "proxy-connection", "x-request-id"};
+    "connection", "content-length", "transfer-encoding", "keep-alive",  "upgrade",
+    "te",         "trailer",        "proxy-connection",  "x-request-id"};
 
 // The master binds a socket per worker slot and keeps room for a draining generation.
 constexpr int kMaxWorkers = 128;
@@ -90,9 +90,10 @@ void parse_control_socket(Reader& r, const toml::table& server, ServerSection& o
     auto path = r.nonempty_string(*node, "control_socket");
     if (!path) return;
     if (path->size() + kControlSocketSuffix >= sizeof(sockaddr_un{}.sun_path)) {
-        r.error(*node, "\"control_socket\" path is too long for a Unix socket (at most " +
-                           std::to_string(sizeof(sockaddr_un{}.sun_path) - 1 - kControlSocketSuffix) +
-                           " bytes)");
+        r.error(*node,
+                "\"control_socket\" path is too long for a Unix socket (at most " +
+                    std::to_string(sizeof(sockaddr_un{}.sun_path) - 1 - kControlSocketSuffix) +
+                    " bytes)");
         return;
     }
     out.control_socket = std::move(*path);
@@ -197,6 +198,9 @@ void parse_server(Reader& r, const toml::node& node, ServerSection& out) {
     parse_workers(r, *server, out);
     parse_control_socket(r, *server, out);
     r.read(*server, "pid_file", out.pid_file);
+    if (const toml::node* n = server->get("hosts_file")) {
+        if (auto path = r.nonempty_string(*n, "hosts_file")) out.hosts_file = std::move(*path);
+    }
     r.read(*server, "max_connections", out.max_connections, 1);
     r.read_duration(*server, "shutdown_timeout", out.shutdown_timeout, true);
     parse_real_ip(r, *server, out);

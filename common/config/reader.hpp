@@ -84,4 +84,8 @@ void parse_server(Reader& r, const toml::node& node, ServerSection& out);
 void parse_upstreams(Reader& r, const toml::node& node, std::vector<Upstream>& out);
 void parse_routes(Reader& r, const toml::node& node, std::vector<Route>& out);
 
+// A balancing algorithm's name (upstream `balance`, route `websocket_balance`/`sse_balance`);
+// an unknown one is reported with the list of valid names.
+std::optional<Balance> parse_balance(Reader& r, const toml::node& node, std::string_view key);
+
 }  // namespace proxyd::config::detail

@@ -65,22 +65,68 @@ struct ServerSection {
     Timeouts timeouts;
     Limits limits;
     std::vector<std::pair<std::string, std::string>> response_headers;  // sorted by name
+    // Optional /etc/hosts-style file consulted before the system resolver for upstream names.
+    std::string hosts_file;
 };
 
-enum class Balance { RoundRobin };
+enum class Balance {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConn,
+    WeightedLeastConn,
+    IpHash,
+    ConsistentHash,
+    LeastTime,
+    Adaptive,
+};
+
+// What consistent_hash hashes: the client address, the path, a header or a cookie.
+struct HashKey {
+    enum class Kind { Ip, Path, Header, Cookie };
+    Kind kind = Kind::Ip;
+    std::string name;  // header or cookie name for Header/Cookie
+};
+
+struct HealthCheck {
+    bool enabled = false;  // true when [upstreams.X.health_check] is present
+    std::string path = "/health";
+    Millis interval{5'000};
+    Millis timeout{1'000};
+    int healthy_threshold = 2;
+    int unhealthy_threshold = 3;
+    std::vector<int> expected_status{200};
+    std::string method = "GET";
+};
+
+struct RetryPolicy {
+    // Further tries on other servers after the first, when the request is safe to repeat.
+    int attempts = 2;
+};
 
 struct UpstreamServer {
     std::string id;  // defaults to address text
-    SocketAddress address;
+    SocketAddress address;  // numeric; for a name, filled per resolved record
+    std::string hostname;   // non-empty when the address was written as a DNS name
+    std::uint16_t port = 0;
     int weight = 1;
+    int max_connections = 0;  // 0 = unlimited; in-flight requests across all workers
+    bool backup = false;      // used only when no primary server is healthy
     SourceLoc id_loc;  // where the id (or, without one, the address) is written
+    // Index of this server's shared state (common/shm/upstream_state.hpp), set by the master.
+    std::uint32_t state_index = 0;
 };
 
 struct Upstream {
     std::string name;
     Balance balance = Balance::RoundRobin;
+    HashKey hash_key;
     int keepalive = 32;  // idle pooled connections per worker per server
     std::vector<UpstreamServer> servers;
+    Millis resolve_interval{30'000};
+    Millis slow_start{0};     // 0 = off
+    std::string sticky_cookie;  // empty = no sticky sessions
+    HealthCheck health_check;
+    RetryPolicy retry;
     SourceLoc loc;
 };
 
@@ -93,6 +139,12 @@ struct Route {
     SourceLoc upstream_loc;          // of the `upstream` value, for "not defined" errors
     std::size_t upstream_index = 0;  // into Config::upstreams, set by validation
     bool strip_prefix = false;
+    // Balancing for WebSocket upgrades / requests that accept text/event-stream; unset = the
+    // upstream's own `balance`.
+    bool has_websocket_balance = false;
+    Balance websocket_balance = Balance::RoundRobin;
+    bool has_sse_balance = false;
+    Balance sse_balance = Balance::RoundRobin;
     SourceLoc loc;
 };
 

@@ -1,5 +1,4 @@
-// Per-worker counters in shared memory created by the master (memfd, so it can be handed to a new
-// binary on upgrade) and inherited by every worker.
+// Per-worker counters in shared memory created by the master and inherited by every worker.
 //
 // Invariants: each slot has a single writer, the worker process the master assigned it to;
 // readers (the master) sum slots. A slot is reused by the next worker the master forks, which
@@ -10,12 +9,10 @@
 #include <atomic>
 #include <cstdint>
 
-#include "common/util/unique_fd.hpp"
+#include "common/shm/region.hpp"
 
 namespace proxyd::shm {
 
-inline constexpr std::uint32_t kStatsMagic = 0x70727864;  // "prxd"
-inline constexpr std::uint32_t kStatsLayoutVersion = 1;
 inline constexpr std::size_t kMaxWorkerSlots = 256;
 
 struct alignas(64) WorkerSlotStats {
@@ -25,32 +22,12 @@ struct alignas(64) WorkerSlotStats {
 };
 
 struct StatsLayout {
-    std::uint32_t magic;
-    std::uint32_t layout_version;
+    static constexpr std::uint32_t kMagic = 0x70727864;  // "prxd"
+    static constexpr std::uint32_t kVersion = 1;
+    LayoutHeader header;
     WorkerSlotStats slots[kMaxWorkerSlots];
 };
 
-// Owns the mapping (and the memfd behind it).
-class SharedStats {
-  public:
-    // Creates and zeroes a new region; nullptr-like (valid() false) on failure.
-    static SharedStats create();
-    // Maps an existing region received from an older master; checks magic and layout version.
-    static SharedStats attach(UniqueFd fd);
-
-    SharedStats() = default;
-    SharedStats(SharedStats&& other) noexcept;
-    SharedStats& operator=(SharedStats&& other) noexcept;
-    ~SharedStats();
-
-    bool valid() const { return layout_ != nullptr; }
-    int fd() const { return fd_.get(); }
-    WorkerSlotStats& slot(std::size_t index) { return layout_->slots[index]; }
-    const WorkerSlotStats& slot(std::size_t index) const { return layout_->slots[index]; }
-
-  private:
-    UniqueFd fd_;
-    StatsLayout* layout_ = nullptr;
-};
+using SharedStats = Region<StatsLayout>;
 
 }  // namespace proxyd::shm

@@ -1,21 +1,22 @@
-// Round robin over an upstream's servers, per worker. Each worker starts at a different offset
-// so that N workers do not all send their first request to the first server.
+// Plain round robin: every usable server in turn, weights ignored. Each worker starts at its own
+// offset so that N workers do not all send their first request to the first server.
 #pragma once
 
-#include <cstddef>
+#include "worker/balancer/balancer.hpp"
 
 namespace proxyd::worker {
 
-class RoundRobin {
+class RoundRobin final : public Balancer {
   public:
-    explicit RoundRobin(std::size_t start = 0) : next_(start) {}
-    // Index of the server to try for the `attempt`-th time (0-based) for one request: the first
-    // attempt advances the rotation, retries walk on from there so each server is tried once.
-    std::size_t pick(std::size_t server_count, std::size_t attempt);
+    explicit RoundRobin(std::size_t worker_offset = 0) : next_(worker_offset) {}
+    // The next candidate at or after the rotation point; the rotation then moves past it, so a
+    // retry (the failed server excluded) walks on to the following servers once each.
+    std::optional<std::size_t> pick(std::span<const ServerView> servers,
+                                    std::span<const bool> excluded,
+                                    const PickContext& context) override;
 
   private:
     std::size_t next_;
-    std::size_t current_ = 0;
 };
 
 }  // namespace proxyd::worker

@@ -317,40 +317,59 @@ algorithms = ["HS256"]
 [metrics]
 listen = "127.0.0.1:9090"
 [upstreams.api]
-balance = "least_conn"
-hash_key = "ip"
-servers = [{ address = "127.0.0.1:1", backup = true }]
-[upstreams.api.health_check]
-path = "/health"
+protocol = "h2c"
+servers = [{ address = "127.0.0.1:1", tls = true, sni = "api", verify = true, ca_file = "c" }]
 [[routes]]
 upstream = "api"
 cors = { allowed_origins = ["*"] }
+auth_required = true
+roles = ["admin"]
+protocol = "grpc"
+cache = { ttl = "5m" }
+compress = false
 )",
                  "test.toml:3:1: \"user\" is not supported yet\n"
                  "test.toml:4:1: \"h2c\" is not supported yet\n"
                  "test.toml:5:2: \"tls\" is not supported yet\n"
                  "test.toml:7:2: \"auth\" is not supported yet\n"
                  "test.toml:9:2: \"metrics\" is not supported yet\n"
-                 "test.toml:12:11: balance \"least_conn\" is not supported yet\n"
-                 "test.toml:13:1: \"hash_key\" is not supported yet\n"
-                 "test.toml:14:39: \"backup\" is not supported yet\n"
-                 "test.toml:15:16: \"health_check\" is not supported yet\n"
-                 "test.toml:19:1: \"cors\" is not supported yet\n");
+                 "test.toml:12:1: \"protocol\" is not supported yet\n"
+                 "test.toml:13:39: \"tls\" is not supported yet\n"
+                 "test.toml:13:51: \"sni\" is not supported yet\n"
+                 "test.toml:13:64: \"verify\" is not supported yet\n"
+                 "test.toml:13:79: \"ca_file\" is not supported yet\n"
+                 "test.toml:16:1: \"cors\" is not supported yet\n"
+                 "test.toml:17:1: \"auth_required\" is not supported yet\n"
+                 "test.toml:18:1: \"roles\" is not supported yet\n"
+                 "test.toml:19:1: \"protocol\" is not supported yet\n"
+                 "test.toml:20:1: \"cache\" is not supported yet\n"
+                 "test.toml:21:1: \"compress\" is not supported yet\n");
 }
 
-TEST_CASE("every later balance is refused as not supported; others list the valid values") {
-    for (const char* name : {"weighted_round_robin", "least_conn", "weighted_least_conn", "ip_hash",
-                             "consistent_hash", "least_time", "adaptive"}) {
-        CAPTURE(name);
-        const std::string text =
-            std::string(kMinimal) + "[upstreams.a]\nbalance = \"" + name + "\"\nservers = []\n";
-        check_errors(
-            text, "test.toml:4:11: balance \"" + std::string(name) + "\" is not supported yet\n");
+TEST_CASE("balance: every algorithm is read; an unknown one lists the valid values") {
+    struct Case {
+        const char* name;
+        Balance balance;
+    };
+    for (const Case& tc :
+         {Case{"round_robin", Balance::RoundRobin},
+          Case{"weighted_round_robin", Balance::WeightedRoundRobin},
+          Case{"least_conn", Balance::LeastConn},
+          Case{"weighted_least_conn", Balance::WeightedLeastConn}, Case{"ip_hash", Balance::IpHash},
+          Case{"consistent_hash", Balance::ConsistentHash}, Case{"least_time", Balance::LeastTime},
+          Case{"adaptive", Balance::Adaptive}}) {
+        CAPTURE(tc.name);
+        const Config c = valid(std::string(kMinimal) + "[upstreams.a]\nbalance = \"" + tc.name +
+                               "\"\nservers = []\n");
+        REQUIRE(c.upstreams.size() == 1);
+        CHECK(c.upstreams[0].balance == tc.balance);
     }
     check_errors(std::string(kMinimal) + "[upstreams.a]\nbalance = \"random\"\nservers = []\n",
                  "test.toml:4:11: unknown balance \"random\"; expected one of: round_robin, "
                  "weighted_round_robin, least_conn, weighted_least_conn, ip_hash, "
                  "consistent_hash, least_time, adaptive\n");
+    check_errors(std::string(kMinimal) + "[upstreams.a]\nbalance = 1\nservers = []\n",
+                 "test.toml:4:11: expected a string for \"balance\", got integer\n");
 }
 
 TEST_CASE("wrong types") {
@@ -504,9 +523,9 @@ TEST_CASE("control_socket must fit a Unix socket address") {
     check_errors(std::string(kMinimal) + "control_socket = \"/" + std::string(91, 'a') + "\"\n",
                  "test.toml:3:18: \"control_socket\" path is too long for a Unix socket (at most "
                  "91 bytes)\n");
-    CHECK(proxyd::config::load_string(std::string(kMinimal) + "control_socket = \"/" +
-                                          std::string(90, 'a') + "\"\n",
-                                      "test.toml")
+    CHECK(proxyd::config::load_string(
+              std::string(kMinimal) + "control_socket = \"/" + std::string(90, 'a') + "\"\n",
+              "test.toml")
               .config.has_value());
     check_errors(std::string(kMinimal) + "control_socket = \"\"\n",
                  "test.toml:3:18: \"control_socket\" must not be empty\n");
@@ -515,7 +534,7 @@ TEST_CASE("control_socket must fit a Unix socket address") {
 TEST_CASE("upstream servers: numeric address, weight range, id default and duplicates") {
     check_errors(std::string(kMinimal) + R"([upstreams.api]
 servers = [
-  { address = "api.internal:80" },
+  { address = "256.0.0.1:80" },
   { address = "127.0.0.1" },
   { address = "127.0.0.1:1", weight = 0 },
   { address = "127.0.0.1:2", weight = 1000001 },
@@ -525,8 +544,7 @@ servers = [
   { address = "127.0.0.1:3" },
 ]
 )",
-                 "test.toml:5:15: server address must be a numeric \"IP:port\" for now (DNS names "
-                 "are not supported yet)\n"
+                 "test.toml:5:15: \"address\": \"256.0.0.1\" is not a numeric IP address\n"
                  "test.toml:6:15: \"address\": address \"127.0.0.1\" needs a port, e.g. "
                  "\"127.0.0.1:8080\"\n"
                  "test.toml:7:39: \"weight\" must be between 1 and 1000000, got 0\n"
@@ -744,4 +762,467 @@ TEST_CASE("load_file") {
               std::string(path) + ":3:11: \"workers\" must be between 1 and 128, got 0\n");
         std::remove(path);
     }
+}
+
+TEST_CASE("upstream defaults: balancing, DNS, health check, retry, server limits") {
+    const Config c =
+        valid(std::string(kMinimal) + "[upstreams.a]\nservers = [{ address = \"127.0.0.1:1\" }]\n");
+    CHECK(c.server.hosts_file.empty());
+    REQUIRE(c.upstreams.size() == 1);
+    const Upstream& u = c.upstreams[0];
+    CHECK(u.balance == Balance::RoundRobin);
+    CHECK(u.hash_key.kind == HashKey::Kind::Ip);
+    CHECK(u.hash_key.name.empty());
+    CHECK(u.resolve_interval == 30s);
+    CHECK(u.slow_start == 0ms);
+    CHECK(u.sticky_cookie.empty());
+    CHECK_FALSE(u.health_check.enabled);
+    CHECK(u.health_check.path == "/health");
+    CHECK(u.health_check.interval == 5s);
+    CHECK(u.health_check.timeout == 1s);
+    CHECK(u.health_check.healthy_threshold == 2);
+    CHECK(u.health_check.unhealthy_threshold == 3);
+    CHECK(u.health_check.expected_status == std::vector<int>{200});
+    CHECK(u.health_check.method == "GET");
+    CHECK(u.retry.attempts == 2);
+    REQUIRE(u.servers.size() == 1);
+    CHECK(u.servers[0].max_connections == 0);
+    CHECK_FALSE(u.servers[0].backup);
+    CHECK(u.servers[0].hostname.empty());
+    CHECK(u.servers[0].port == 0);
+}
+
+TEST_CASE("every balancing, health and DNS key is read into its field") {
+    const Config c = valid(R"(
+[server]
+listen = ["127.0.0.1:8080"]
+hosts_file = "/etc/proxyd/hosts"
+[upstreams.api]
+balance = "consistent_hash"
+hash_key = "header:X-User"
+resolve_interval = "10s"
+slow_start = "30s"
+sticky = { cookie = "srv" }
+servers = [
+  { address = "127.0.0.1:3001", max_connections = 100, id = "a" },
+  { address = "api.internal:8080", backup = true },
+  { address = "Backend-2.example.com:80", id = "b2", backup = false, max_connections = 0 },
+]
+[upstreams.api.health_check]
+path = "/healthz?full=1"
+interval = "2s"
+timeout = "500ms"
+healthy_threshold = 1
+unhealthy_threshold = 100
+expected_status = [200, 204, 599, 100]
+method = "head"
+[upstreams.api.retry]
+attempts = 0
+[[routes]]
+upstream = "api"
+websocket_balance = "ip_hash"
+sse_balance = "least_conn"
+[[routes]]
+upstream = "api"
+)");
+    CHECK(c.server.hosts_file == "/etc/proxyd/hosts");
+    REQUIRE(c.upstreams.size() == 1);
+    const Upstream& u = c.upstreams[0];
+    CHECK(u.balance == Balance::ConsistentHash);
+    CHECK(u.hash_key.kind == HashKey::Kind::Header);
+    CHECK(u.hash_key.name == "x-user");  // header names are case-insensitive: lower-cased
+    CHECK(u.resolve_interval == 10s);
+    CHECK(u.slow_start == 30s);
+    CHECK(u.sticky_cookie == "srv");
+    REQUIRE(u.servers.size() == 3);
+    CHECK(u.servers[0].id == "a");
+    CHECK(u.servers[0].max_connections == 100);
+    CHECK_FALSE(u.servers[0].backup);
+    CHECK(u.servers[0].hostname.empty());
+    CHECK(port_of(u.servers[0].address) == 3001);
+    CHECK(u.servers[1].id == "api.internal:8080");
+    CHECK(u.servers[1].id_loc.line == 12);
+    CHECK(u.servers[1].id_loc.column == 15);
+    CHECK(u.servers[1].hostname == "api.internal");
+    CHECK(u.servers[1].port == 8080);
+    CHECK(u.servers[1].address.length == 0);  // resolved by the master
+    CHECK(u.servers[1].address.text.empty());
+    CHECK(u.servers[1].address.storage.ss_family == AF_UNSPEC);
+    CHECK(u.servers[1].backup);
+    CHECK(u.servers[1].max_connections == 0);
+    CHECK(u.servers[2].id == "b2");
+    CHECK(u.servers[2].hostname == "Backend-2.example.com");
+    CHECK(u.servers[2].port == 80);
+    CHECK_FALSE(u.servers[2].backup);
+    const HealthCheck& hc = u.health_check;
+    CHECK(hc.enabled);
+    CHECK(hc.path == "/healthz?full=1");
+    CHECK(hc.interval == 2s);
+    CHECK(hc.timeout == 500ms);
+    CHECK(hc.healthy_threshold == 1);
+    CHECK(hc.unhealthy_threshold == 100);
+    CHECK(hc.expected_status == std::vector<int>{200, 204, 599, 100});
+    CHECK(hc.method == "HEAD");
+    CHECK(u.retry.attempts == 0);
+    REQUIRE(c.routes.size() == 2);
+    CHECK(c.routes[0].has_websocket_balance);
+    CHECK(c.routes[0].websocket_balance == Balance::IpHash);
+    CHECK(c.routes[0].has_sse_balance);
+    CHECK(c.routes[0].sse_balance == Balance::LeastConn);
+    CHECK_FALSE(c.routes[1].has_websocket_balance);
+    CHECK_FALSE(c.routes[1].has_sse_balance);
+}
+
+TEST_CASE("hash_key: every form, bad names, and only with consistent_hash") {
+    struct Case {
+        const char* written;
+        HashKey::Kind kind;
+        const char* name;
+    };
+    for (const Case& tc : {Case{"ip", HashKey::Kind::Ip, ""}, Case{"path", HashKey::Kind::Path, ""},
+                           Case{"header:X-Tenant", HashKey::Kind::Header, "x-tenant"},
+                           Case{"cookie:Session_ID", HashKey::Kind::Cookie, "Session_ID"}}) {
+        CAPTURE(tc.written);
+        const Config c = valid(std::string(kMinimal) +
+                               "[upstreams.a]\nbalance = \"consistent_hash\"\nhash_key = \"" +
+                               tc.written + "\"\nservers = []\n");
+        CHECK(c.upstreams[0].hash_key.kind == tc.kind);
+        CHECK(c.upstreams[0].hash_key.name == tc.name);
+    }
+    check_errors(std::string(kMinimal) + R"([upstreams.a]
+balance = "consistent_hash"
+hash_key = "IP"
+servers = []
+[upstreams.b]
+balance = "consistent_hash"
+hash_key = "headers:X-A"
+servers = []
+[upstreams.c]
+balance = "consistent_hash"
+hash_key = "header:X A"
+servers = []
+[upstreams.d]
+balance = "consistent_hash"
+hash_key = "cookie:"
+servers = []
+[upstreams.e]
+balance = "consistent_hash"
+hash_key = "query"
+servers = []
+[upstreams.f]
+hash_key = ["ip"]
+servers = []
+[upstreams.g]
+balance = "ip_hash"
+hash_key = "ip"
+servers = []
+[upstreams.h]
+hash_key = "path"
+servers = []
+[upstreams.i]
+balance = "hash"
+hash_key = "path"
+servers = []
+)",
+                 "test.toml:5:12: unknown hash_key \"IP\"; expected one of: ip, path, header:NAME, "
+                 "cookie:NAME; did you mean \"ip\"?\n"
+                 "test.toml:9:12: unknown hash_key \"headers:X-A\"; expected one of: ip, path, "
+                 "header:NAME, cookie:NAME; did you mean \"header:X-A\"?\n"
+                 "test.toml:13:12: \"hash_key\": invalid header name \"X A\" in \"header:X A\"\n"
+                 "test.toml:17:12: \"hash_key\": invalid cookie name \"\" in \"cookie:\"\n"
+                 "test.toml:21:12: unknown hash_key \"query\"; expected one of: ip, path, "
+                 "header:NAME, cookie:NAME\n"
+                 "test.toml:24:12: expected a string for \"hash_key\", got array\n"
+                 "test.toml:28:12: \"hash_key\" only applies to balance = \"consistent_hash\", "
+                 "not \"ip_hash\"\n"
+                 "test.toml:31:12: \"hash_key\" only applies to balance = \"consistent_hash\", "
+                 "not \"round_robin\" (the default)\n"
+                 "test.toml:34:11: unknown balance \"hash\"; expected one of: round_robin, "
+                 "weighted_round_robin, least_conn, weighted_least_conn, ip_hash, "
+                 "consistent_hash, least_time, adaptive\n");
+}
+
+TEST_CASE("server addresses: DNS names become hostname and port") {
+    const Config c = valid(std::string(kMinimal) + R"([upstreams.a]
+servers = [
+  { address = "api.internal:80" },
+  { address = "localhost:8080", id = "local" },
+  { address = "a-b.c-d.example:65535" },
+  { address = "10.0.0.5:80" },
+]
+)");
+    const auto& s = c.upstreams[0].servers;
+    REQUIRE(s.size() == 4);
+    CHECK(s[0].hostname == "api.internal");
+    CHECK(s[0].port == 80);
+    CHECK(s[0].id == "api.internal:80");
+    CHECK(s[0].id_loc.line == 5);
+    CHECK(s[0].id_loc.column == 15);
+    CHECK(s[0].address.length == 0);
+    CHECK(s[1].hostname == "localhost");
+    CHECK(s[1].id == "local");
+    CHECK(s[1].id_loc.column == 38);
+    CHECK(s[2].hostname == "a-b.c-d.example");
+    CHECK(s[2].port == 65535);
+    CHECK(s[3].hostname.empty());  // numeric: resolved here, as before
+    CHECK(s[3].address.text == "10.0.0.5:80");
+    CHECK(port_of(s[3].address) == 80);
+
+    check_errors(
+        std::string(kMinimal) + R"([upstreams.a]
+servers = [
+  { address = "api_internal:80" },
+  { address = "api..internal:80" },
+  { address = "-api.internal:80" },
+  { address = "api.internal:0" },
+  { address = "api.internal:http" },
+  { address = "api.internal" },
+  { address = ")" +
+            std::string(64, 'a') +
+            R"(.com:80" },
+  { address = "a.123:80" },
+  { address = "api.internal:99999" },
+  { address = "b.internal:80" },
+  { address = "b.internal:80" },
+  { address = "b\u00fccher.de:80" },
+  { address = "api.internal:80:90" },
+  { address = ":80" },
+  { address = "*:80" },
+  { address = "cafe:80:90" },
+]
+)",
+        "test.toml:5:15: \"address\": invalid host name \"api_internal\": \"_\" is not "
+        "allowed (use letters, digits, \"-\" and \".\")\n"
+        "test.toml:6:15: \"address\": invalid host name \"api..internal\": empty label\n"
+        "test.toml:7:15: \"address\": invalid host name \"-api.internal\": a label "
+        "starts or ends with \"-\"\n"
+        "test.toml:8:15: \"address\": port 0 out of range in \"api.internal:0\" (1 to "
+        "65535)\n"
+        "test.toml:9:15: \"address\": invalid port \"http\" in \"api.internal:http\"\n"
+        "test.toml:10:15: \"address\": address \"api.internal\" needs a port, e.g. "
+        "\"api.internal:8080\"\n"
+        "test.toml:11:15: \"address\": invalid host name \"" +
+            std::string(64, 'a') +
+            ".com\": a label is longer than 63 characters\n"
+            "test.toml:12:15: \"address\": invalid host name \"a.123\": the last label "
+            "is all digits\n"
+            "test.toml:13:15: \"address\": port 99999 out of range in "
+            "\"api.internal:99999\" (1 to 65535)\n"
+            "test.toml:15:15: duplicate server id \"b.internal:80\" in [upstreams.a] "
+            "(first at line 14, column 15); give each server a distinct \"id\"\n"
+            "test.toml:16:15: \"address\": invalid host name \"b\u00fccher.de\": non-ASCII "
+            "characters are not allowed (write the name as \"xn--\" punycode)\n"
+            "test.toml:17:15: \"address\": invalid port \"80:90\" in \"api.internal:80:90\"\n"
+            "test.toml:18:15: \"address\": a server address needs a host, got \":80\"\n"
+            "test.toml:19:15: \"address\": a server address needs a host, got \"*:80\"\n"
+            "test.toml:20:15: \"address\": IPv6 address in \"cafe:80:90\" must be in brackets, "
+            "e.g. \"[::1]:8080\"\n");
+}
+
+TEST_CASE("server max_connections and backup; not every server may be a backup") {
+    check_errors(std::string(kMinimal) + R"([upstreams.a]
+servers = [
+  { address = "127.0.0.1:1", max_connections = -1 },
+  { address = "127.0.0.1:2", backup = "yes" },
+  { address = "127.0.0.1:3", max_connections = 1.5 },
+]
+[upstreams.b]
+servers = [{ address = "127.0.0.1:1", backup = true }, { address = "b.internal:2", backup = true }]
+)",
+                 "test.toml:5:48: \"max_connections\" must be at least 0, got -1\n"
+                 "test.toml:6:39: expected a boolean for \"backup\", got string\n"
+                 "test.toml:7:48: expected an integer for \"max_connections\", got float\n"
+                 "test.toml:10:11: every server of [upstreams.b] is a backup; at least one "
+                 "server must not be a backup\n");
+    const Config c = valid(std::string(kMinimal) + R"([upstreams.a]
+servers = [{ address = "127.0.0.1:1", backup = true }, { address = "127.0.0.1:2", backup = false }]
+)");
+    CHECK(c.upstreams[0].servers[0].backup);
+    CHECK_FALSE(c.upstreams[0].servers[1].backup);
+}
+
+TEST_CASE("resolve_interval and slow_start") {
+    const Config c = valid(std::string(kMinimal) +
+                           "[upstreams.a]\nservers = []\nresolve_interval = \"250ms\"\n"
+                           "slow_start = \"0s\"\n");
+    CHECK(c.upstreams[0].resolve_interval == 250ms);
+    CHECK(c.upstreams[0].slow_start == 0ms);  // "0s" = off
+    check_errors(std::string(kMinimal) + R"([upstreams.a]
+servers = []
+resolve_interval = "0s"
+slow_start = 10
+[upstreams.b]
+servers = []
+slow_start = "-1s"
+resolve_interval = true
+)",
+                 "test.toml:5:20: \"resolve_interval\" must be greater than 0\n"
+                 "test.toml:6:14: \"slow_start\": duration needs a unit, e.g. \"10s\"\n"
+                 "test.toml:9:14: \"slow_start\": duration must not be negative\n"
+                 "test.toml:10:20: expected a duration string (e.g. \"5s\") for "
+                 "\"resolve_interval\", got boolean\n");
+}
+
+TEST_CASE("sticky: a table with a valid cookie name") {
+    check_errors(std::string(kMinimal) + R"([upstreams.a]
+servers = []
+sticky = { cokie = "srv" }
+[upstreams.b]
+servers = []
+sticky = { cookie = "a b", path = "/" }
+[upstreams.c]
+servers = []
+sticky = "srv"
+[upstreams.d]
+servers = []
+sticky = { cookie = "" }
+[upstreams.e]
+servers = []
+sticky = { cookie = 1 }
+)",
+                 "test.toml:5:10: missing required key \"cookie\" in \"sticky\" of [upstreams.a]\n"
+                 "test.toml:5:12: unknown key \"cokie\" in \"sticky\" of [upstreams.a]; did you "
+                 "mean \"cookie\"?\n"
+                 "test.toml:8:21: \"cookie\" must be a valid cookie name, got \"a b\"\n"
+                 "test.toml:8:28: unknown key \"path\" in \"sticky\" of [upstreams.b]\n"
+                 "test.toml:11:10: expected a table like { cookie = \"srv\" } for \"sticky\", got "
+                 "string\n"
+                 "test.toml:14:21: \"cookie\" must be a valid cookie name, got \"\"\n"
+                 "test.toml:17:21: expected a string for \"cookie\", got integer\n");
+}
+
+TEST_CASE("health_check: present = enabled with defaults; every value is checked") {
+    const Config c =
+        valid(std::string(kMinimal) + "[upstreams.a]\nservers = []\n[upstreams.a.health_check]\n");
+    const HealthCheck& hc = c.upstreams[0].health_check;
+    CHECK(hc.enabled);
+    CHECK(hc.path == "/health");
+    CHECK(hc.interval == 5s);
+    CHECK(hc.timeout == 1s);
+    CHECK(hc.method == "GET");
+    CHECK(hc.expected_status == std::vector<int>{200});
+
+    check_errors(std::string(kMinimal) + R"([upstreams.a]
+servers = []
+[upstreams.a.health_check]
+path = "health"
+interval = "0s"
+timeout = "1"
+healthy_threshold = 0
+unhealthy_threshold = 101
+expected_status = []
+method = "GE T"
+intervall = "5s"
+[upstreams.b]
+servers = []
+[upstreams.b.health_check]
+path = "/a b"
+interval = "2s"
+timeout = "2s"
+expected_status = [200, 99, "204", 600]
+method = 1
+[upstreams.c]
+servers = []
+health_check = { interval = "500ms" }
+[upstreams.d]
+servers = []
+health_check = true
+[upstreams.e]
+servers = []
+[upstreams.e.health_check]
+expected_status = 200
+timeout = "10s"
+path = "/x#y"
+)",
+                 "test.toml:6:8: \"path\" must start with \"/\", got \"health\"\n"
+                 "test.toml:7:12: \"interval\" must be greater than 0\n"
+                 "test.toml:8:11: \"timeout\": duration needs a unit, e.g. \"1s\"\n"
+                 "test.toml:9:21: \"healthy_threshold\" must be between 1 and 100, got 0\n"
+                 "test.toml:10:23: \"unhealthy_threshold\" must be between 1 and 100, got 101\n"
+                 "test.toml:11:19: \"expected_status\" must not be empty; leave it out for [200]\n"
+                 "test.toml:12:10: invalid method \"GE T\"\n"
+                 "test.toml:13:1: unknown key \"intervall\" in [upstreams.a.health_check]; did "
+                 "you mean \"interval\"?\n"
+                 "test.toml:17:8: \"path\" must not contain spaces or control characters, got "
+                 "\"/a b\"\n"
+                 "test.toml:19:11: health check \"timeout\" (2s) must be less than \"interval\" "
+                 "(2s)\n"
+                 "test.toml:20:25: \"expected_status\" must be between 100 and 599, got 99\n"
+                 "test.toml:20:29: expected an integer for \"expected_status\", got string\n"
+                 "test.toml:20:36: \"expected_status\" must be between 100 and 599, got 600\n"
+                 "test.toml:21:10: expected a string for \"method\", got integer\n"
+                 "test.toml:24:29: health check \"timeout\" (1s, the default) must be less than "
+                 "\"interval\" (500ms)\n"
+                 "test.toml:27:16: expected a table for \"health_check\", got boolean\n"
+                 "test.toml:31:19: expected an array of integers for \"expected_status\", got "
+                 "integer\n"
+                 "test.toml:32:11: health check \"timeout\" (10s) must be less than \"interval\" "
+                 "(5s, the default)\n"
+                 "test.toml:33:8: \"path\" must not contain a fragment, got \"/x#y\"\n");
+}
+
+TEST_CASE("retry: attempts 0 to 10") {
+    const Config c =
+        valid(std::string(kMinimal) + "[upstreams.a]\nservers = []\nretry = { attempts = 10 }\n");
+    CHECK(c.upstreams[0].retry.attempts == 10);
+    check_errors(std::string(kMinimal) + R"([upstreams.a]
+servers = []
+[upstreams.a.retry]
+attempts = 11
+tries = 1
+[upstreams.b]
+servers = []
+retry = 2
+[upstreams.c]
+servers = []
+retry = { attempts = -1 }
+)",
+                 "test.toml:6:12: \"attempts\" must be between 0 and 10, got 11\n"
+                 "test.toml:7:1: unknown key \"tries\" in [upstreams.a.retry]\n"
+                 "test.toml:10:9: expected a table like { attempts = 2 } for \"retry\", got "
+                 "integer\n"
+                 "test.toml:13:22: \"attempts\" must be between 0 and 10, got -1\n");
+}
+
+TEST_CASE("new upstream keys get did-you-mean suggestions") {
+    check_errors(std::string(kMinimal) +
+                     "[upstreams.a]\nservers = []\nhealthcheck = {}\nslowstart = \"1s\"\n",
+                 "test.toml:5:1: unknown key \"healthcheck\" in [upstreams.a]; did you mean "
+                 "\"health_check\"?\n"
+                 "test.toml:6:1: unknown key \"slowstart\" in [upstreams.a]; did you mean "
+                 "\"slow_start\"?\n");
+}
+
+TEST_CASE("routes: websocket_balance and sse_balance") {
+    check_errors(std::string(kMinimal) + R"([upstreams.u]
+servers = []
+[[routes]]
+upstream = "u"
+websocket_balance = "sticky"
+sse_balance = true
+[[routes]]
+upstream = "u"
+websocket_balanse = "ip_hash"
+)",
+                 "test.toml:7:21: unknown websocket_balance \"sticky\"; expected one of: "
+                 "round_robin, weighted_round_robin, least_conn, weighted_least_conn, ip_hash, "
+                 "consistent_hash, least_time, adaptive\n"
+                 "test.toml:8:15: expected a string for \"sse_balance\", got boolean\n"
+                 "test.toml:11:1: unknown key \"websocket_balanse\" in [[routes]]; did you mean "
+                 "\"websocket_balance\"?\n");
+    const Config c = valid(std::string(kMinimal) +
+                           "[upstreams.u]\nservers = []\n[[routes]]\nupstream = \"u\"\n"
+                           "sse_balance = \"adaptive\"\n");
+    CHECK_FALSE(c.routes[0].has_websocket_balance);
+    CHECK(c.routes[0].has_sse_balance);
+    CHECK(c.routes[0].sse_balance == Balance::Adaptive);
+}
+
+TEST_CASE("[server] hosts_file") {
+    CHECK(valid(std::string(kMinimal) + "hosts_file = \"/etc/proxyd/hosts\"\n").server.hosts_file ==
+          "/etc/proxyd/hosts");
+    check_errors(std::string(kMinimal) + "hosts_file = \"\"\n",
+                 "test.toml:3:14: \"hosts_file\" must not be empty\n");
+    check_errors(std::string(kMinimal) + "hosts_file = [\"/a\"]\n",
+                 "test.toml:3:14: expected a string for \"hosts_file\", got array\n");
 }

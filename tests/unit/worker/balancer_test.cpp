@@ -8,10 +8,19 @@
 
 using namespace proxyd;
 
-TEST_CASE("round robin rotates through every server evenly") {
+namespace {
+std::vector<worker::ServerView> three_servers() {
+    return std::vector<worker::ServerView>(3);
+}
+}  // namespace
+
+TEST_CASE("round robin rotates through every server evenly, ignoring weights") {
     worker::RoundRobin rr;
+    auto servers = three_servers();
+    servers[0].weight = 10;
+    bool excluded[3] = {};
     std::map<std::size_t, int> counts;
-    for (int i = 0; i < 300; ++i) counts[rr.pick(3, 0)]++;
+    for (int i = 0; i < 300; ++i) counts[*rr.pick(servers, excluded, {})]++;
     CHECK(counts[0] == 100);
     CHECK(counts[1] == 100);
     CHECK(counts[2] == 100);
@@ -19,16 +28,37 @@ TEST_CASE("round robin rotates through every server evenly") {
 
 TEST_CASE("round robin retries walk on to the other servers once each") {
     worker::RoundRobin rr(1);
-    std::size_t first = rr.pick(3, 0);
+    auto servers = three_servers();
+    bool excluded[3] = {};
+    std::size_t first = *rr.pick(servers, excluded, {});
     CHECK(first == 1);
-    CHECK(rr.pick(3, 1) == 2);
-    CHECK(rr.pick(3, 2) == 0);
-    CHECK(rr.pick(3, 0) == 2);  // the next request continues the rotation
+    excluded[1] = true;
+    CHECK(rr.pick(servers, excluded, {}) == 2u);
+    excluded[2] = true;
+    CHECK(rr.pick(servers, excluded, {}) == 0u);
+    excluded[0] = true;
+    CHECK_FALSE(rr.pick(servers, excluded, {}).has_value());  // every server tried
+    bool none[3] = {};
+    CHECK(rr.pick(servers, none, {}) == 1u);  // the next request continues after the last pick
+}
+
+TEST_CASE("round robin skips unusable servers and keeps rotating over the rest") {
+    worker::RoundRobin rr;
+    auto servers = three_servers();
+    servers[1].usable = false;
+    bool excluded[3] = {};
+    std::map<std::size_t, int> counts;
+    for (int i = 0; i < 200; ++i) counts[*rr.pick(servers, excluded, {})]++;
+    CHECK(counts[0] == 100);
+    CHECK(counts[1] == 0);
+    CHECK(counts[2] == 100);
 }
 
 TEST_CASE("workers start at different offsets") {
     worker::RoundRobin a(0), b(1);
-    CHECK(a.pick(2, 0) != b.pick(2, 0));
+    std::vector<worker::ServerView> servers(2);
+    bool excluded[2] = {};
+    CHECK(a.pick(servers, excluded, {}) != b.pick(servers, excluded, {}));
 }
 
 TEST_CASE("request ids: validation and generation") {
