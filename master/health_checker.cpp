@@ -2,11 +2,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "common/http/parser.hpp"
 #include "common/util/event_ptr.hpp"
@@ -49,9 +48,10 @@ struct HealthChecker::Probe {
         auto ms = check.timeout.count();
         timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
         event_add(timeout_timer.get(), &tv);
-        std::string request = check.method + " " + check.path + " HTTP/1.1\r\nHost: " +
-                              address.text + "\r\nUser-Agent: proxyd-health-check/" +
-                              PROXYD_VERSION + "\r\nConnection: close\r\n\r\n";
+        std::string request = check.method + " " + check.path +
+                              " HTTP/1.1\r\nHost: " + address.text +
+                              "\r\nUser-Agent: proxyd-health-check/" + PROXYD_VERSION +
+                              "\r\nConnection: close\r\n\r\n";
         bufferevent_write(connection, request.data(), request.size());
         if (bufferevent_socket_connect(connection,
                                        reinterpret_cast<const sockaddr*>(&address.storage),
@@ -70,8 +70,11 @@ struct HealthChecker::Probe {
             case http::ParseStatus::Incomplete:
                 if (len > 64 * 1024) probe->finish(false, "response head too large");
                 return;
-            case http::ParseStatus::Error: probe->finish(false, response.error_reason); return;
-            case http::ParseStatus::Done: break;
+            case http::ParseStatus::Error:
+                probe->finish(false, response.error_reason);
+                return;
+            case http::ParseStatus::Done:
+                break;
         }
         const auto& expected = probe->check.expected_status;
         bool ok = std::find(expected.begin(), expected.end(), response.status) != expected.end();
@@ -83,7 +86,7 @@ struct HealthChecker::Probe {
         if (what & BEV_EVENT_CONNECTED) return;
         if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
             probe->finish(false, (what & BEV_EVENT_EOF) ? "closed without a response"
-                                                          : std::strerror(EVUTIL_SOCKET_ERROR()));
+                                                        : std::strerror(EVUTIL_SOCKET_ERROR()));
         }
     }
 
@@ -91,7 +94,9 @@ struct HealthChecker::Probe {
         static_cast<Probe*>(arg)->finish(false, "timed out");
     }
 
-    static void on_interval(evutil_socket_t, short, void* arg) { static_cast<Probe*>(arg)->start(); }
+    static void on_interval(evutil_socket_t, short, void* arg) {
+        static_cast<Probe*>(arg)->start();
+    }
 
     // Thresholds turn single results into state changes, so one lost probe does not flap.
     void finish(bool ok, const std::string& detail) {
@@ -110,7 +115,8 @@ struct HealthChecker::Probe {
             successes = 0;
             if (healthy && ++failures >= check.unhealthy_threshold) {
                 state.healthy.store(0, std::memory_order_release);
-                spdlog::error("upstream {} server {} is unhealthy: {}", upstream, server_id, detail);
+                spdlog::error("upstream {} server {} is unhealthy: {}", upstream, server_id,
+                              detail);
             }
         }
         schedule(check.interval);

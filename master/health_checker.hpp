@@ -15,7 +15,7 @@
 namespace proxyd::master {
 
 class HealthChecker {
-public:
+  public:
     HealthChecker(event_base* base, shm::UpstreamState& state);
     ~HealthChecker();
     // Replaces every probe with those `config` asks for (servers keep their health state).
@@ -23,7 +23,7 @@ public:
 
     struct Probe;
 
-private:
+  private:
     event_base* base_;
     shm::UpstreamState* state_;
     std::vector<std::unique_ptr<Probe>> probes_;

@@ -573,7 +573,41 @@ nlohmann::json Master::status_json() const {
     }
     return {{"master_pid", ::getpid()},       {"version", PROXYD_VERSION},
             {"generation", generation_},      {"config", options_.config_path},
-            {"binary", options_.binary_path}, {"workers", workers}};
+            {"binary", options_.binary_path}, {"workers", workers},
+            {"upstreams", upstreams_json()}};
+}
+
+// The shared view of every upstream server, as the workers see it.
+nlohmann::json Master::upstreams_json() const {
+    static constexpr const char* kCircuit[] = {"closed", "open", "half_open"};
+    nlohmann::json upstreams = nlohmann::json::object();
+    std::int64_t now = shm::monotonic_ms();
+    for (const auto& upstream : config_.upstreams) {
+        nlohmann::json servers = nlohmann::json::array();
+        for (const auto& server : upstream.servers) {
+            const auto& st = upstream_state_->servers[server.state_index];
+            auto circuit = std::min<unsigned>(st.circuit.load(std::memory_order_relaxed), 2);
+            bool open = circuit != 0 && now < st.open_until_ms.load(std::memory_order_relaxed);
+            servers.push_back(
+                {{"id", server.id},
+                 {"address", server.address.text},
+                 {"weight", server.weight},
+                 {"backup", server.backup},
+                 {"healthy", st.healthy.load(std::memory_order_relaxed) != 0},
+                 {"circuit", kCircuit[circuit]},
+                 {"available", st.healthy.load(std::memory_order_relaxed) != 0 && !open},
+                 {"active", st.active.load(std::memory_order_relaxed)},
+                 {"requests", st.requests.load(std::memory_order_relaxed)},
+                 {"failures", st.failures.load(std::memory_order_relaxed)},
+                 {"response_ms_ewma", st.ewma_us.load(std::memory_order_relaxed) / 1000.0}});
+        }
+        static constexpr const char* kBalance[] = {
+            "round_robin", "weighted_round_robin", "least_conn", "weighted_least_conn",
+            "ip_hash",     "consistent_hash",      "least_time", "adaptive"};
+        upstreams[upstream.name] = {{"balance", kBalance[static_cast<int>(upstream.balance)]},
+                                    {"servers", servers}};
+    }
+    return upstreams;
 }
 
 void Master::reopen_logs() {

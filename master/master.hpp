@@ -17,11 +17,11 @@
 #include <vector>
 
 #include "common/config/types.hpp"
+#include "common/shm/upstream_state.hpp"
 #include "common/shm/worker_stats.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
 #include "master/control_server.hpp"
-#include "common/shm/upstream_state.hpp"
 #include "master/health_checker.hpp"
 #include "master/listener_table.hpp"
 #include "master/resolver.hpp"
@@ -63,7 +63,7 @@ struct Transition {
     std::string what;             // "reload", "workers"
     std::uint64_t requester = 0;  // control connection to answer; 0 = a signal
     int generation = 0;
-    config::Config previous;         // restored on abort
+    config::Config previous;  // restored on abort
     config::Config previous_source;
     Resolutions previous_resolutions;
     EventPtr deadline;
@@ -122,6 +122,7 @@ class Master {
     void answer(std::uint64_t requester, bool ok, const std::string& message,
                 nlohmann::json extra = nlohmann::json::object());
     nlohmann::json status_json() const;
+    nlohmann::json upstreams_json() const;
     void begin_stop(bool fast);
     void finish_stop();
     void reopen_logs();

@@ -1,11 +1,10 @@
 #include "master/resolver.hpp"
 
 #include <arpa/inet.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "common/net/listener.hpp"
 
@@ -17,8 +16,8 @@ std::string key_of(const std::string& host, std::uint16_t port) {
 }
 
 evdns_base* make_dns(event_base* base, const std::string& hosts_file) {
-    evdns_base* dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                               EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    evdns_base* dns =
+        evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!dns) dns = evdns_base_new(base, 0);
     if (dns && !hosts_file.empty() && evdns_base_load_hosts(dns, hosts_file.c_str()) != 0) {
         spdlog::error("hosts_file {}: cannot be read", hosts_file);
@@ -185,17 +184,18 @@ void Resolver::resolve_all() {
             for (auto& [key, addresses] : current_) {
                 if (!pending_.count(key)) pending_[key] = addresses;
             }
-            bool differs = pending_.size() != current_.size() ||
-                           std::any_of(pending_.begin(), pending_.end(), [&](auto& entry) {
-                               auto it = current_.find(entry.first);
-                               if (it == current_.end() || it->second.size() != entry.second.size()) {
-                                   return true;
-                               }
-                               for (std::size_t i = 0; i < entry.second.size(); ++i) {
-                                   if (it->second[i].text != entry.second[i].text) return true;
-                               }
-                               return false;
-                           });
+            bool differs =
+                pending_.size() != current_.size() ||
+                std::any_of(pending_.begin(), pending_.end(), [&](auto& entry) {
+                    auto it = current_.find(entry.first);
+                    if (it == current_.end() || it->second.size() != entry.second.size()) {
+                        return true;
+                    }
+                    for (std::size_t i = 0; i < entry.second.size(); ++i) {
+                        if (it->second[i].text != entry.second[i].text) return true;
+                    }
+                    return false;
+                });
             if (differs) changed_(pending_);
         });
     }

@@ -30,13 +30,13 @@ void expand_names(config::Config& config, const Resolutions& resolutions);
 
 // Periodic re-resolution on the master's loop; calls `changed` when a record set differs.
 class Resolver {
-public:
+  public:
     Resolver(event_base* base, std::function<void(Resolutions)> changed);
     ~Resolver();
     // Starts (or restarts) the timer for `config`'s names from `current`.
     void watch(const config::Config& config, Resolutions current);
 
-private:
+  private:
     static void on_timer(evutil_socket_t, short, void* arg);
     void resolve_all();
 

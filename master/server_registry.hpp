@@ -4,23 +4,22 @@
 
 #include <cstdint>
 #include <map>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "common/config/types.hpp"
 
 namespace proxyd::master {
 
 class ServerRegistry {
-public:
+  public:
     // Sets state_index on every server of `config`; false when the table is full.
     bool assign(config::Config& config, std::string& error);
     // Handed to a new master on upgrade, so it keeps the same indices.
     nlohmann::json to_json() const;
     void from_json(const nlohmann::json& saved);
 
-private:
+  private:
     std::map<std::string, std::uint32_t> indices_;  // "upstream\nid" -> index
     std::uint32_t next_ = 0;
 };

@@ -377,9 +377,14 @@ void ClientConnection::prepare_balancing(const http::Request& request) {
     }
     std::string_view key = peer_ip_;
     switch (upstream.hash_key.kind) {
-        case config::HashKey::Kind::Ip: break;
-        case config::HashKey::Kind::Path: key = request.path; break;
-        case config::HashKey::Kind::Header: key = find_header(request, upstream.hash_key.name); break;
+        case config::HashKey::Kind::Ip:
+            break;
+        case config::HashKey::Kind::Path:
+            key = request.path;
+            break;
+        case config::HashKey::Kind::Header:
+            key = find_header(request, upstream.hash_key.name);
+            break;
         case config::HashKey::Kind::Cookie:
             key = find_cookie(request, upstream.hash_key.name);
             break;
@@ -397,8 +402,8 @@ void ClientConnection::prepare_balancing(const http::Request& request) {
             ex.sticky_hash = ex.sticky_hash << 4 | static_cast<std::uint64_t>(digit);
         }
     }
-    static constexpr std::string_view kIdempotent[] = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE",
-                                                       "TRACE"};
+    static constexpr std::string_view kIdempotent[] = {"GET", "HEAD",   "OPTIONS",
+                                                       "PUT", "DELETE", "TRACE"};
     ex.idempotent = std::find(std::begin(kIdempotent), std::end(kIdempotent), request.method) !=
                     std::end(kIdempotent);
     ex.retries_left = upstream.retry.attempts;
@@ -450,8 +455,8 @@ void ClientConnection::connect_upstream() {
     const auto& upstream = worker_.config().upstreams[ex.upstream_index];
     auto& selector = worker_.selector();
     for (;;) {
-        auto pick = selector.pick(ex.upstream_index, ex.algorithm, ex.key_hash, ex.sticky_hash,
-                                  ex.tried);
+        auto pick =
+            selector.pick(ex.upstream_index, ex.algorithm, ex.key_hash, ex.sticky_hash, ex.tried);
         if (pick.outcome == UpstreamSelector::Outcome::AllFull) {
             wait_for_capacity();
             return;
@@ -702,7 +707,8 @@ void ClientConnection::retry_or_fail(Failure failure, std::string_view detail) {
         ex.upstream.reset();
         ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this);
         std::string error;
-        if (!ex.upstream) ex.upstream = worker_.pool().connect(ex.upstream_index, ex.server_index, this, error);
+        if (!ex.upstream)
+            ex.upstream = worker_.pool().connect(ex.upstream_index, ex.server_index, this, error);
         if (ex.upstream) {
             if (ex.upstream->connected) {
                 send_request_head();

@@ -40,7 +40,8 @@ UpstreamSelector::UpstreamSelector(const config::Config& config, shm::UpstreamSt
         auto& per = upstreams_[u];
         per.config = &config.upstreams[u];
         per.views.resize(per.config->servers.size());
-        for (const auto& server : per.config->servers) per.id_hashes.push_back(hash_bytes(server.id));
+        for (const auto& server : per.config->servers)
+            per.id_hashes.push_back(hash_bytes(server.id));
     }
 }
 
@@ -100,7 +101,8 @@ bool UpstreamSelector::claim(std::size_t upstream, std::size_t server, bool& tri
                              std::int64_t now_ms) {
     auto& st = state(upstream, server);
     trial = false;
-    if (st.circuit.load(std::memory_order_relaxed) == static_cast<std::uint8_t>(shm::Circuit::Closed)) {
+    if (st.circuit.load(std::memory_order_relaxed) ==
+        static_cast<std::uint8_t>(shm::Circuit::Closed)) {
         return true;
     }
     if (now_ms < st.open_until_ms.load(std::memory_order_relaxed)) return false;
@@ -177,7 +179,8 @@ void UpstreamSelector::report(std::size_t upstream, std::size_t server, bool suc
         auto sample = static_cast<double>(std::max<std::int64_t>(latency.count(), 1));
         auto old = st.ewma_us.load(std::memory_order_relaxed);
         double next = old == 0 ? sample : old * (1 - kEwmaWeight) + sample * kEwmaWeight;
-        st.ewma_us.store(static_cast<std::uint32_t>(std::min(next, 4e9)), std::memory_order_relaxed);
+        st.ewma_us.store(static_cast<std::uint32_t>(std::min(next, 4e9)),
+                         std::memory_order_relaxed);
         return;
     }
     st.failures.fetch_add(1, std::memory_order_relaxed);

@@ -26,19 +26,19 @@ inline constexpr std::uint32_t kFailuresToOpen = 3;
 
 // Servers already tried for one request (a retry goes elsewhere).
 class TriedServers {
-public:
+  public:
     void reset(std::size_t count);
     void mark(std::size_t server) { data_[server] = true; }
     std::span<const bool> view() const { return {data_.get(), size_}; }
 
-private:
+  private:
     std::unique_ptr<bool[]> data_;
     std::size_t capacity_ = 0;
     std::size_t size_ = 0;
 };
 
 class UpstreamSelector {
-public:
+  public:
     UpstreamSelector(const config::Config& config, shm::UpstreamStateLayout* state,
                      std::size_t worker_offset);
     ~UpstreamSelector();
@@ -70,10 +70,10 @@ public:
         return upstreams_[upstream].views.size();
     }
 
-private:
+  private:
     struct PerUpstream {
         const config::Upstream* config = nullptr;
-        std::vector<ServerView> views;          // rebuilt per pick, no allocation
+        std::vector<ServerView> views;  // rebuilt per pick, no allocation
         std::vector<std::uint64_t> id_hashes;
         std::array<std::unique_ptr<Balancer>, 8> balancers;  // by config::Balance, lazily
     };

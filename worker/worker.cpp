@@ -25,8 +25,7 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
       pool_(base, *options.config),
       selector_(*options.config, options.upstream_state, static_cast<std::size_t>(options.slot)),
       scratch_request_(std::make_unique<http::Request>()),
-      scratch_response_(std::make_unique<http::Response>()) {
-}
+      scratch_response_(std::make_unique<http::Response>()) {}
 
 Worker::~Worker() {
     // Connections unlink themselves as they close; close what is left, then free them.

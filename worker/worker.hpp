@@ -17,9 +17,9 @@
 #include "common/shm/worker_stats.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
-#include "worker/upstream_selector.hpp"
 #include "worker/request_id.hpp"
 #include "worker/upstream_pool.hpp"
+#include "worker/upstream_selector.hpp"
 
 namespace proxyd::worker {
 

@@ -21,7 +21,7 @@ struct LayoutHeader {
 
 template <typename Layout>
 class Region {
-public:
+  public:
     static Region create(const char* name) {
         Region region;
         UniqueFd fd(::memfd_create(name, MFD_CLOEXEC));
@@ -70,7 +70,7 @@ public:
     Layout& operator*() { return *layout_; }
     const Layout& operator*() const { return *layout_; }
 
-private:
+  private:
     static Layout* map(int fd) {
         void* p = ::mmap(nullptr, sizeof(Layout), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         return p == MAP_FAILED ? nullptr : static_cast<Layout*>(p);
