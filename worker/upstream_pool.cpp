@@ -50,8 +50,17 @@ std::vector<UpstreamPtr>& UpstreamPool::idle_list(std::size_t upstream, std::siz
     return idle_[upstream][server];
 }
 
+// True if the upstream closed (or wrote to) an idle connection, even if the loop has not seen the
+// event yet: a request must never be sent on a connection known to be dead.
+static bool closed_while_idle(int fd) {
+    char byte;
+    ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 UpstreamPtr UpstreamPool::take_idle(std::size_t upstream, std::size_t server, UpstreamUser* user) {
     auto& list = idle_list(upstream, server);
+    while (!list.empty() && closed_while_idle(list.back()->stream.fd())) list.pop_back();
     if (list.empty()) return nullptr;
     UpstreamPtr connection = std::move(list.back());
     list.pop_back();
