@@ -102,19 +102,19 @@ struct HealthChecker::Probe {
     void finish(bool ok, const std::string& detail) {
         drop_connection();
         auto& state = (*owner->state_)->servers[state_index];
-        bool healthy = state.healthy.load(std::memory_order_relaxed) != 0;
+        bool healthy = state.unhealthy.load(std::memory_order_relaxed) == 0;
         if (ok) {
             failures = 0;
             if (!healthy && ++successes >= check.healthy_threshold) {
                 state.healthy_since_ms.store(shm::monotonic_ms(), std::memory_order_relaxed);
-                state.healthy.store(1, std::memory_order_release);
+                state.unhealthy.store(0, std::memory_order_release);
                 spdlog::warn("upstream {} server {} is healthy again ({})", upstream, server_id,
                              detail);
             }
         } else {
             successes = 0;
             if (healthy && ++failures >= check.unhealthy_threshold) {
-                state.healthy.store(0, std::memory_order_release);
+                state.unhealthy.store(1, std::memory_order_release);
                 spdlog::error("upstream {} server {} is unhealthy: {}", upstream, server_id,
                               detail);
             }

@@ -281,6 +281,7 @@ void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
     options.channel_fd = channel_fd;
     options.stats = &stats_->slots[stats_slot];
     options.upstream_state = &*upstream_state_;
+    options.stats_slot = stats_slot;
     options.slot = slot;
     options.generation = generation_;
     options.master_pid = ::getppid();
@@ -401,8 +402,9 @@ void Master::on_worker_exit(pid_t pid, int status) {
     int generation = found->generation;
     bool expected = stopping_ || found->draining;
     auto lived = std::chrono::steady_clock::now() - found->started;
-    // A dead worker's gauge would otherwise stay counted forever.
+    // A dead worker's gauges would otherwise stay counted forever.
     stats_->slots[found->stats_slot].connections_active.store(0, std::memory_order_relaxed);
+    take_back_active_requests(found->stats_slot);
     stats_slot_used_[found->stats_slot] = false;
     std::erase_if(workers_, [&](const WorkerProcess& w) { return w.pid == pid; });
     for (auto& state : slots_) {
@@ -433,6 +435,19 @@ void Master::on_worker_exit(pid_t pid, int status) {
         return;
     }
     schedule_respawn(slot, lived);
+}
+
+// Requests a worker had in flight when it died are no longer active on their servers; and a
+// half-open trial it may have been sending will never be judged, so another may go.
+void Master::take_back_active_requests(std::size_t stats_slot) {
+    auto& state = *upstream_state_;
+    for (std::uint32_t i = 0; i < registry_.size(); ++i) {
+        std::int32_t share = state.active_by_worker[stats_slot][i].exchange(0);
+        if (share != 0) state.servers[i].active.fetch_sub(share, std::memory_order_relaxed);
+        if (state.servers[i].circuit.load() == static_cast<std::uint8_t>(shm::Circuit::HalfOpen)) {
+            state.servers[i].trial_in_flight.store(0, std::memory_order_relaxed);
+        }
+    }
 }
 
 void Master::schedule_respawn(int slot, std::chrono::steady_clock::duration lived) {
@@ -593,9 +608,9 @@ nlohmann::json Master::upstreams_json() const {
                  {"address", server.address.text},
                  {"weight", server.weight},
                  {"backup", server.backup},
-                 {"healthy", st.healthy.load(std::memory_order_relaxed) != 0},
+                 {"healthy", st.unhealthy.load(std::memory_order_relaxed) == 0},
                  {"circuit", kCircuit[circuit]},
-                 {"available", st.healthy.load(std::memory_order_relaxed) != 0 && !open},
+                 {"available", st.unhealthy.load(std::memory_order_relaxed) == 0 && !open},
                  {"active", st.active.load(std::memory_order_relaxed)},
                  {"requests", st.requests.load(std::memory_order_relaxed)},
                  {"failures", st.failures.load(std::memory_order_relaxed)},

@@ -112,6 +112,7 @@ class Master {
     void reap_children();
     void on_worker_exit(pid_t pid, int status);
     void schedule_respawn(int slot, std::chrono::steady_clock::duration lived);
+    void take_back_active_requests(std::size_t stats_slot);
     void adopt_slot(int slot);
     void release_adopted_slot(int slot);
     WorkerProcess* find_worker(pid_t pid);

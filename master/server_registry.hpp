@@ -18,6 +18,8 @@ class ServerRegistry {
     // Handed to a new master on upgrade, so it keeps the same indices.
     nlohmann::json to_json() const;
     void from_json(const nlohmann::json& saved);
+    // Indices in use are [0, size()).
+    std::uint32_t size() const { return next_; }
 
   private:
     std::map<std::string, std::uint32_t> indices_;  // "upstream\nid" -> index

@@ -30,8 +30,8 @@ void TriedServers::reset(std::size_t count) {
 }
 
 UpstreamSelector::UpstreamSelector(const config::Config& config, shm::UpstreamStateLayout* state,
-                                   std::size_t worker_offset)
-    : state_(state), worker_offset_(worker_offset) {
+                                   std::size_t worker_offset, std::size_t worker_slot)
+    : state_(state), worker_offset_(worker_offset), worker_slot_(worker_slot) {
     if (::getrandom(&random_state_, sizeof random_state_, 0) != sizeof random_state_) {
         random_state_ = 0x9e3779b97f4a7c15ULL ^ worker_offset;
     }
@@ -57,7 +57,7 @@ void UpstreamSelector::refresh_views(PerUpstream& upstream, std::int64_t now_ms)
         const auto& server = servers[i];
         auto& st = state_->servers[server.state_index];
         auto& view = upstream.views[i];
-        bool healthy = st.healthy.load(std::memory_order_acquire) != 0;
+        bool healthy = st.unhealthy.load(std::memory_order_acquire) == 0;
         auto circuit = static_cast<shm::Circuit>(st.circuit.load(std::memory_order_relaxed));
         bool circuit_allows = circuit == shm::Circuit::Closed ||
                               now_ms >= st.open_until_ms.load(std::memory_order_relaxed);
@@ -153,12 +153,16 @@ UpstreamSelector::Pick UpstreamSelector::pick(std::size_t upstream, config::Bala
 
 void UpstreamSelector::begin(std::size_t upstream, std::size_t server) {
     auto& st = state(upstream, server);
+    std::uint32_t index = upstreams_[upstream].config->servers[server].state_index;
+    state_->active_by_worker[worker_slot_][index].fetch_add(1, std::memory_order_relaxed);
     st.active.fetch_add(1, std::memory_order_relaxed);
     st.requests.fetch_add(1, std::memory_order_relaxed);
 }
 
 void UpstreamSelector::release(std::size_t upstream, std::size_t server, bool unjudged_trial) {
     auto& st = state(upstream, server);
+    std::uint32_t index = upstreams_[upstream].config->servers[server].state_index;
+    state_->active_by_worker[worker_slot_][index].fetch_sub(1, std::memory_order_relaxed);
     st.active.fetch_sub(1, std::memory_order_relaxed);
     if (unjudged_trial) st.trial_in_flight.store(0, std::memory_order_relaxed);
 }

@@ -39,8 +39,9 @@ class TriedServers {
 
 class UpstreamSelector {
   public:
+    // `worker_slot` is the worker's stats slot: its share of the active counts is kept there.
     UpstreamSelector(const config::Config& config, shm::UpstreamStateLayout* state,
-                     std::size_t worker_offset);
+                     std::size_t worker_offset, std::size_t worker_slot = 0);
     ~UpstreamSelector();
 
     enum class Outcome { Picked, AllFull, NoneUsable };
@@ -85,6 +86,7 @@ class UpstreamSelector {
 
     shm::UpstreamStateLayout* state_;
     std::size_t worker_offset_;
+    std::size_t worker_slot_;
     std::vector<PerUpstream> upstreams_;
     std::uint64_t random_state_;
 };

@@ -23,7 +23,8 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
       base_(base),
       stats_(options.stats),
       pool_(base, *options.config),
-      selector_(*options.config, options.upstream_state, static_cast<std::size_t>(options.slot)),
+      selector_(*options.config, options.upstream_state, static_cast<std::size_t>(options.slot),
+                options.stats_slot),
       scratch_request_(std::make_unique<http::Request>()),
       scratch_response_(std::make_unique<http::Response>()) {}
 

@@ -32,6 +32,7 @@ struct WorkerOptions {
     int channel_fd = -1;          // socketpair end to the master
     shm::WorkerSlotStats* stats = nullptr;
     shm::UpstreamStateLayout* upstream_state = nullptr;
+    std::size_t stats_slot = 0;
     int slot = 0;
     int generation = 1;
     pid_t master_pid = 0;

@@ -28,9 +28,8 @@ class Region {
         if (!fd || ::ftruncate(fd.get(), sizeof(Layout)) != 0) return region;
         Layout* layout = map(fd.get());
         if (!layout) return region;
-        // A fresh memfd is zero-filled; the layout's atomics are valid at zero, then
-        // constructed in place so members with other initial values get them.
-        new (layout) Layout();
+        // A fresh memfd is zero-filled, and every layout is valid at zero (atomics included), so
+        // nothing is written but the header: untouched pages cost no memory.
         layout->header = {Layout::kMagic, Layout::kVersion};
         region.fd_ = std::move(fd);
         region.layout_ = layout;

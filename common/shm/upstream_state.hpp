@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "common/shm/region.hpp"
+#include "common/shm/worker_stats.hpp"
 
 namespace proxyd::shm {
 
@@ -23,8 +24,9 @@ inline constexpr std::size_t kMaxServers = 4096;
 enum class Circuit : std::uint8_t { Closed = 0, Open = 1, HalfOpen = 2 };
 
 struct alignas(64) ServerState {
-    // Active health (master): 1 until a health check says otherwise.
-    std::atomic<std::uint8_t> healthy{1};
+    // Active health (master): 0 (healthy) until a health check says otherwise. Every field is
+    // valid at zero, so a fresh (zero-filled) region needs no initialisation.
+    std::atomic<std::uint8_t> unhealthy{0};
     // Passive health (workers): a circuit breaker.
     std::atomic<std::uint8_t> circuit{0};
     std::atomic<std::uint8_t> trial_in_flight{0};  // half-open: one request is testing it
@@ -37,8 +39,9 @@ struct alignas(64) ServerState {
     std::atomic<std::uint64_t> requests{0};
     std::atomic<std::uint64_t> failures{0};
     std::atomic<std::uint32_t> ewma_us{0};
-    // Reported performance for balance = "adaptive", 1000 = idle/unknown.
-    std::atomic<std::uint32_t> performance_milli{1000};
+    // Reported performance for balance = "adaptive", 1000 = idle; read only while reported_ms
+    // is recent.
+    std::atomic<std::uint32_t> performance_milli{0};
     std::atomic<std::int64_t> reported_ms{0};
 };
 
@@ -47,6 +50,10 @@ struct UpstreamStateLayout {
     static constexpr std::uint32_t kVersion = 1;
     LayoutHeader header;
     ServerState servers[kMaxServers];
+    // Each worker's share of `active`, by its stats slot: when a worker dies with requests in
+    // flight, the master takes exactly its share back out, so the global counts stay true.
+    // (Sparse: only pages of slots and servers in use are ever touched.)
+    std::atomic<std::int32_t> active_by_worker[kMaxWorkerSlots][kMaxServers];
 };
 
 using UpstreamState = Region<UpstreamStateLayout>;

@@ -27,7 +27,9 @@ Backend behaviours, chosen by path (anything else echoes):
     /stall                     head with Content-Length 1000, 10 bytes of body, then nothing
     /early                     answers 200 at once without reading the request body, then drains it
 A query parameter close=1 makes any answer carry "Connection: close" and close the connection;
-Backend(keepalive_idle=S) closes kept-alive connections idle for S seconds.
+Backend(keepalive_idle=S) closes kept-alive connections idle for S seconds; Backend(host="127.0.0.2",
+port=P) listens there; Backend(delay=S) answers every request S seconds late; Backend(behave_as=
+"/reset") gives every request but /health that path's behaviour (settable while running).
 Every response carries "X-Backend: NAME". Backend.connections counts accepted TCP connections,
 Backend.requests records every request (method, target, headers, body length and sha256).
 """
@@ -488,17 +490,26 @@ def assert_error(resp, status):
 # Backend
 
 class Backend:
-    def __init__(self, name="b1", keepalive_idle=None):
-        """keepalive_idle: close a kept-alive connection after that many idle seconds."""
+    def __init__(self, name="b1", keepalive_idle=None, host="127.0.0.1", port=0, delay=0.0,
+                 behave_as=None):
+        """keepalive_idle: close a kept-alive connection after that many idle seconds.
+        host, port: where to listen (e.g. "127.0.0.2", or the port of a stopped backend to
+        bring it back). delay: seconds every request waits (after its body is read) before it
+        is answered, whatever its path. behave_as: a path (e.g. "/reset", "/status/503") whose
+        behaviour every request gets instead of its own, except /health; an attribute, so a
+        test may change it (None = normal) while the backend runs."""
         self.name = name
         self.keepalive_idle = keepalive_idle
+        self.delay = delay
+        self.behave_as = behave_as
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, port))
         self.sock.listen(512)
         self.sock.settimeout(0.2)
+        self.host = host
         self.port = self.sock.getsockname()[1]
-        self.address = "127.0.0.1:%d" % self.port
+        self.address = "%s:%d" % (host, self.port)
         self.lock = threading.Lock()
         self.connections = 0
         self.requests = []
@@ -628,6 +639,8 @@ class Backend:
         first, headers = parse_head(head)
         method, target, version = first.split(" ", 2)
         path, _, query = target.partition("?")
+        if self.behave_as is not None and path != "/health":
+            path = self.behave_as
         params = dict(p.partition("=")[::2] for p in query.split("&") if p)
         conn_tokens = [x.strip().lower() for x in (hget(headers, "Connection") or "").split(",")]
         if version == "HTTP/1.1":
@@ -668,6 +681,8 @@ class Backend:
         rec["body_length"] = n[0]
         rec["body_sha256"] = h.hexdigest()
         self._record(rec)
+        if self.delay and self._sleep(self.delay):
+            return False
         if params.get("close") == "1":
             keep = False
         return self._dispatch(conn, rd, method, path, params, rec, keep)

@@ -124,9 +124,9 @@ TEST_CASE("active counts are global and max_connections makes servers full") {
 TEST_CASE("unhealthy servers are skipped; none usable is reported") {
     Fixture f(2);
     UpstreamSelector a(f.config, &*f.state, 0);
-    f.server(0).healthy = 0;
+    f.server(0).unhealthy = 1;
     for (int i = 0; i < 5; ++i) CHECK(f.pick(a).server == 1);
-    f.server(1).healthy = 0;
+    f.server(1).unhealthy = 1;
     CHECK(f.pick(a).outcome == Outcome::NoneUsable);
 }
 
