@@ -475,22 +475,8 @@ void ClientConnection::connect_upstream() {
         selector.begin(ex.upstream_index, ex.server_index);
         ex.server_active = true;
         ex.attempt_started = std::chrono::steady_clock::now();
-        ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this);
-        if (ex.upstream) {
-            send_request_head();
-            return;
-        }
         std::string error;
-        ex.upstream = worker_.pool().connect(ex.upstream_index, ex.server_index, this, error);
-        if (ex.upstream) {
-            if (ex.upstream->connected) {
-                send_request_head();
-            } else {
-                ex.upstream->stream.wait_writable();
-                ex.upstream->stream.arm_timer(worker_.config().server.timeouts.upstream_connect);
-            }
-            return;
-        }
+        if (open_upstream(error)) return;
         spdlog::warn("upstream {} server {}: {}", upstream.name,
                      upstream.servers[ex.server_index].id, error);
         ex.last_error = error;
@@ -501,6 +487,26 @@ void ClientConnection::connect_upstream() {
             return;
         }
     }
+}
+
+// A connection to the chosen server: a pooled one (the most recently used), else a new connect.
+// False with `error` when the connect fails at once.
+bool ClientConnection::open_upstream(std::string& error) {
+    auto& ex = *exchange_;
+    ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this);
+    if (ex.upstream) {
+        send_request_head();
+        return true;
+    }
+    ex.upstream = worker_.pool().connect(ex.upstream_index, ex.server_index, this, error);
+    if (!ex.upstream) return false;
+    if (ex.upstream->connected) {
+        send_request_head();
+    } else {
+        ex.upstream->stream.wait_writable();
+        ex.upstream->stream.arm_timer(worker_.config().server.timeouts.upstream_connect);
+    }
+    return true;
 }
 
 // Every server is at its max_connections: wait for one to free up, up to upstream_connect.
@@ -705,19 +711,8 @@ void ClientConnection::retry_or_fail(Failure failure, std::string_view detail) {
         // A pooled connection the upstream had just closed: not the server's fault, and nothing
         // of the request can have been processed. Again on a fresh connection, same server.
         ex.upstream.reset();
-        ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this);
         std::string error;
-        if (!ex.upstream)
-            ex.upstream = worker_.pool().connect(ex.upstream_index, ex.server_index, this, error);
-        if (ex.upstream) {
-            if (ex.upstream->connected) {
-                send_request_head();
-            } else {
-                ex.upstream->stream.wait_writable();
-                ex.upstream->stream.arm_timer(worker_.config().server.timeouts.upstream_connect);
-            }
-            return;
-        }
+        if (open_upstream(error)) return;
         detail = error;
         was_connect = true;
     }

@@ -136,6 +136,7 @@ class ClientConnection final : public UpstreamUser {
     void prepare_balancing(const http::Request& request);
     void prepare_upstream_head(const http::Request& request);
     void connect_upstream();
+    bool open_upstream(std::string& error);
     void wait_for_capacity();
     void report_attempt(bool success);
     void release_server();
