@@ -548,6 +548,13 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
         request_workers(from.id(), request.value("count", 0));
     } else if (command == "upgrade") {
         request_upgrade(from.id());
+    } else if (command == "report") {
+        std::string error;
+        if (record_report(request, error)) {
+            from.reply(control::make_reply(true, "report recorded"));
+        } else {
+            from.reply(control::make_reply(false, error));
+        }
     } else if (command == "reopen") {
         reopen_logs();
         from.reply(control::make_reply(true, "log files reopened"));
@@ -623,6 +630,46 @@ nlohmann::json Master::upstreams_json() const {
                                     {"servers", servers}};
     }
     return upstreams;
+}
+
+// A backend's own report of its load (cpu and memory in percent, load average), for
+// balance = "adaptive": turned into a performance score from 1 (idle) down to 0.05, smoothed
+// with the previous report while that one is recent. Workers ignore reports older than 60 s.
+bool Master::record_report(const nlohmann::json& request, std::string& error) {
+    std::string upstream_name = request.value("upstream", "");
+    std::string backend_id = request.value("backend_id", "");
+    const config::UpstreamServer* found = nullptr;
+    bool upstream_known = false;
+    for (const auto& upstream : config_.upstreams) {
+        if (upstream.name != upstream_name) continue;
+        upstream_known = true;
+        for (const auto& server : upstream.servers) {
+            if (server.id == backend_id) found = &server;
+        }
+    }
+    if (!found) {
+        error = upstream_known
+                    ? "unknown backend \"" + backend_id + "\" in upstream \"" + upstream_name + "\""
+                    : "unknown upstream \"" + upstream_name + "\"";
+        return false;
+    }
+    auto number = [&](const char* key) { return request.value(key, 0.0); };
+    double cpu = number("cpu_usage"), memory = number("memory_usage"), load = number("load_avg_1");
+    if (cpu < 0 || cpu > 100 || memory < 0 || memory > 100 || load < 0) {
+        error = "cpu_usage and memory_usage must be 0..100, load_avg_1 >= 0";
+        return false;
+    }
+    double score = 1.0 - 0.5 * cpu / 100 - 0.3 * memory / 100 - 0.2 * std::min(load / 4, 1.0);
+    score = std::clamp(score, 0.05, 1.0);
+    auto& st = upstream_state_->servers[found->state_index];
+    std::int64_t now = shm::monotonic_ms();
+    std::int64_t previous_at = st.reported_ms.load(std::memory_order_relaxed);
+    if (previous_at > 0 && now - previous_at < 60'000) {
+        score = 0.5 * score + 0.5 * st.performance_milli.load(std::memory_order_relaxed) / 1000.0;
+    }
+    st.performance_milli.store(static_cast<std::uint32_t>(score * 1000), std::memory_order_relaxed);
+    st.reported_ms.store(now, std::memory_order_release);
+    return true;
 }
 
 void Master::reopen_logs() {

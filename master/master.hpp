@@ -127,6 +127,7 @@ class Master {
     void begin_stop(bool fast);
     void finish_stop();
     void reopen_logs();
+    bool record_report(const nlohmann::json& request, std::string& error);
 
     // generations.cpp: reload and scaling.
     void request_reload(std::uint64_t requester);

@@ -39,7 +39,9 @@ void usage(FILE* out) {
                  "  reload            re-read the config; new workers serve, old ones drain\n"
                  "  upgrade           start the binary now installed at the master's path\n"
                  "  workers N         change the number of workers\n"
-                 "  reopen            reopen log files\n");
+                 "  reopen            reopen log files\n"
+                 "  report UPSTREAM BACKEND_ID CPU MEM LOAD1   (percent, percent, load average)\n"
+                 "                    a backend's load, for balance = \"adaptive\"\n");
 }
 
 int fail(const std::string& message) {
@@ -140,6 +142,16 @@ int main(int argc, char** argv) {
     if (options.command == "workers") {
         if (options.args.empty()) return fail("usage: proxyctl workers N");
         request["count"] = std::atoi(options.args[0].c_str());
+    }
+    if (options.command == "report") {
+        if (options.args.size() != 5) {
+            return fail("usage: proxyctl report UPSTREAM BACKEND_ID CPU MEM LOAD1");
+        }
+        request["upstream"] = options.args[0];
+        request["backend_id"] = options.args[1];
+        request["cpu_usage"] = std::atof(options.args[2].c_str());
+        request["memory_usage"] = std::atof(options.args[3].c_str());
+        request["load_avg_1"] = std::atof(options.args[4].c_str());
     }
     nlohmann::json reply;
     bool slow =

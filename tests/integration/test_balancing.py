@@ -435,6 +435,25 @@ def test_balancing_least_time_prefers_fast(t):
     assert n.get("fast", 0) >= 80, n
 
 
+def test_balancing_adaptive_follows_reports(t):
+    busy = t.backend("busy")
+    idle = t.backend("idle")
+    px = t.proxy_to(busy, idle, server={"workers": 2}, upstream={"balance": "adaptive"})
+    before = _count(_who(px.get("/echo")) for _ in range(40))
+    assert before.get("busy", 0) >= 10 and before.get("idle", 0) >= 10, before
+    busy_id = _server(px, busy.address)["id"]
+    r = px.proxyctl("report", "b", busy_id, "95", "90", "8")
+    assert r.returncode == 0, r
+    r = px.proxyctl("report", "b", "nope", "1", "1", "1")
+    assert r.returncode != 0 and "unknown backend" in (r.stdout + r.stderr), r
+    r = px.proxyctl("report", "b", busy_id, "250", "1", "1")
+    assert r.returncode != 0, r
+    after = _count(_who(px.get("/echo")) for _ in range(100))
+    print("adaptive before %r, after a busy report %r" % (before, after))
+    # score busy = 0.05..0.1 vs idle 1.0: the busy one gets a small share
+    assert after.get("busy", 0) <= 20 and after.get("idle", 0) >= 80, after
+
+
 @harness.timeout(40)
 def test_balancing_backup_only_when_primaries_down(t):
     a, b, c = t.backend("a"), t.backend("b"), t.backend("backup")
