@@ -18,7 +18,8 @@ struct Fixture {
         upstream.name = "api";
         for (int i = 0; i < servers; ++i) {
             config::UpstreamServer server;
-            server.id = "s" + std::to_string(i);
+            server.id = std::to_string(i);
+            server.id.insert(0, 1, 's');
             server.state_index = static_cast<std::uint32_t>(i);
             server.max_connections = max_connections;
             upstream.servers.push_back(server);
