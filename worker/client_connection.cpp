@@ -892,6 +892,7 @@ void ClientConnection::move_response_data(evbuffer* in, std::size_t n) {
 
 void ClientConnection::finish_exchange() {
     auto& ex = *exchange_;
+    if (queue_timer_) event_del(queue_timer_.get());  // it belonged to this request
     write_access_log();
     release_upstream();
     bool keep_alive = ex.keep_alive && !close_after_response_ && !worker_.draining();
