@@ -9,6 +9,7 @@
 
 #include "common/config/load.hpp"
 #include "common/log.hpp"
+#include "common/util/timeval.hpp"
 #include "master/master.hpp"
 #include "master/sd_notify.hpp"
 
@@ -88,7 +89,7 @@ void Master::start_generation(config::Config source, Resolutions resolutions, st
     spdlog::info("{}: starting generation {} with {} worker(s)", transition_->what, generation_,
                  config_.server.workers);
     transition_->deadline.reset(evtimer_new(base_.get(), on_transition_deadline, this));
-    timeval tv{static_cast<time_t>(kTransitionTimeout.count()), 0};
+    timeval tv = to_timeval(kTransitionTimeout);
     event_add(transition_->deadline.get(), &tv);
     for (int slot = 0; slot < config_.server.workers; ++slot) {
         if (!spawn_worker(slot)) return abort_transition("cannot start a worker");

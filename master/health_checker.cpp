@@ -9,6 +9,7 @@
 
 #include "common/http/parser.hpp"
 #include "common/util/event_ptr.hpp"
+#include "common/util/timeval.hpp"
 
 namespace proxyd::master {
 
@@ -29,8 +30,7 @@ struct HealthChecker::Probe {
     ~Probe() { drop_connection(); }
 
     void schedule(std::chrono::milliseconds delay) {
-        timeval tv{static_cast<time_t>(delay.count() / 1000),
-                   static_cast<suseconds_t>((delay.count() % 1000) * 1000)};
+        timeval tv = to_timeval(delay);
         event_add(interval_timer.get(), &tv);
     }
 
@@ -45,8 +45,7 @@ struct HealthChecker::Probe {
         connection = bufferevent_socket_new(owner->base_, -1, BEV_OPT_CLOSE_ON_FREE);
         bufferevent_setcb(connection, on_read, nullptr, on_event, this);
         bufferevent_enable(connection, EV_READ | EV_WRITE);
-        auto ms = check.timeout.count();
-        timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+        timeval tv = to_timeval(check.timeout);
         event_add(timeout_timer.get(), &tv);
         std::string request = check.method + " " + check.path +
                               " HTTP/1.1\r\nHost: " + address.text +

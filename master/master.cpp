@@ -16,10 +16,12 @@
 #include <cstring>
 #include <tuple>
 
+#include "common/config/load.hpp"
 #include "common/control/protocol.hpp"
 #include "common/log.hpp"
 #include "common/net/fd_passing.hpp"
 #include "common/net/listener.hpp"
+#include "common/util/timeval.hpp"
 #include "master/pid_file.hpp"
 #include "master/sd_notify.hpp"
 #include "worker/worker.hpp"
@@ -36,11 +38,6 @@ constexpr std::chrono::milliseconds kResolveTimeout{3000};
 double unix_now() {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
         .count();
-}
-
-timeval to_timeval(std::chrono::milliseconds ms) {
-    return {static_cast<time_t>(ms.count() / 1000),
-            static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
 }
 
 // Every socket the master holds (other slots' listeners, control connections, other workers'
@@ -623,10 +620,7 @@ nlohmann::json Master::upstreams_json() const {
                  {"failures", st.failures.load(std::memory_order_relaxed)},
                  {"response_ms_ewma", st.ewma_us.load(std::memory_order_relaxed) / 1000.0}});
         }
-        static constexpr const char* kBalance[] = {
-            "round_robin", "weighted_round_robin", "least_conn", "weighted_least_conn",
-            "ip_hash",     "consistent_hash",      "least_time", "adaptive"};
-        upstreams[upstream.name] = {{"balance", kBalance[static_cast<int>(upstream.balance)]},
+        upstreams[upstream.name] = {{"balance", config::balance_name(upstream.balance)},
                                     {"servers", servers}};
     }
     return upstreams;

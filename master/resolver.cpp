@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/net/listener.hpp"
+#include "common/util/timeval.hpp"
 
 namespace proxyd::master {
 namespace {
@@ -104,8 +105,7 @@ Resolutions resolve_now(const config::Config& config, std::chrono::milliseconds 
         });
     }
     if (outstanding > 0) {
-        timeval tv{static_cast<time_t>(timeout.count() / 1000),
-                   static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+        timeval tv = to_timeval(timeout);
         event_base_loopexit(base, &tv);
         event_base_dispatch(base);
     }
@@ -162,8 +162,7 @@ void Resolver::watch(const config::Config& config, Resolutions current) {
     }
     event_del(timer_);
     if (names_.empty()) return;
-    timeval tv{static_cast<time_t>(interval_.count() / 1000),
-               static_cast<suseconds_t>((interval_.count() % 1000) * 1000)};
+    timeval tv = to_timeval(interval_);
     event_add(timer_, &tv);
 }
 
@@ -199,8 +198,7 @@ void Resolver::resolve_all() {
             if (differs) changed_(pending_);
         });
     }
-    timeval tv{static_cast<time_t>(interval_.count() / 1000),
-               static_cast<suseconds_t>((interval_.count() % 1000) * 1000)};
+    timeval tv = to_timeval(interval_);
     event_add(timer_, &tv);
 }
 

@@ -24,6 +24,7 @@
 
 #include "common/config/units.hpp"
 #include "common/net/fd_passing.hpp"
+#include "common/util/timeval.hpp"
 #include "master/master.hpp"
 #include "master/pid_file.hpp"
 #include "master/sd_notify.hpp"
@@ -122,7 +123,7 @@ void Master::request_upgrade(std::uint64_t requester) {
         event_new(base_.get(), pair[0], EV_READ | EV_PERSIST, on_upgrade_channel, this));
     event_add(upgrade_->channel_event.get(), nullptr);
     upgrade_->deadline.reset(evtimer_new(base_.get(), on_upgrade_deadline, this));
-    timeval tv{static_cast<time_t>(kUpgradeTimeout.count()), 0};
+    timeval tv = to_timeval(kUpgradeTimeout);
     event_add(upgrade_->deadline.get(), &tv);
 }
 
@@ -170,7 +171,7 @@ void Master::finish_upgrade(bool ok, const std::string& reason) {
         send_command(worker, "drain");
     }
     stop_deadline_.reset(evtimer_new(base_.get(), on_stop_deadline, this));
-    timeval tv{static_cast<time_t>(config_.server.shutdown_timeout.count() / 1000 + 2), 0};
+    timeval tv = to_timeval(config_.server.shutdown_timeout + std::chrono::seconds(2));
     event_add(stop_deadline_.get(), &tv);
     if (workers_.empty()) finish_stop();
 }
@@ -269,7 +270,7 @@ void Master::complete_handoff() {
             self->inherited_stats_slots_.clear();
         },
         this));
-    timeval tv{static_cast<time_t>(config_.server.shutdown_timeout.count() / 1000 + 10), 0};
+    timeval tv = to_timeval(config_.server.shutdown_timeout + std::chrono::seconds(10));
     event_add(release_stats_timer_.get(), &tv);
 }
 

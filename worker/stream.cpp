@@ -4,6 +4,8 @@
 
 #include <cerrno>
 
+#include "common/util/timeval.hpp"
+
 namespace proxyd::worker {
 
 void Stream::open(event_base* base, UniqueFd fd, event_callback_fn on_read,
@@ -96,8 +98,7 @@ void Stream::enable_read(bool on) {
 }
 
 void Stream::arm_timer(std::chrono::milliseconds timeout) {
-    timeval tv{static_cast<time_t>(timeout.count() / 1000),
-               static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+    timeval tv = to_timeval(timeout);
     event_add(timer_.get(), &tv);
 }
 

@@ -13,6 +13,7 @@
 
 #include "common/log.hpp"
 #include "common/net/fd_passing.hpp"
+#include "common/util/timeval.hpp"
 #include "worker/client_connection.hpp"
 
 namespace proxyd::worker {
@@ -222,8 +223,7 @@ void Worker::begin_drain(DrainMode mode) {
         c = next;
     }
     drain_deadline_.reset(evtimer_new(base_, on_drain_deadline, this));
-    auto ms = config_.server.shutdown_timeout.count();
-    timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+    timeval tv = to_timeval(config_.server.shutdown_timeout);
     event_add(drain_deadline_.get(), &tv);
     if (reaper_) event_active(reaper_.get(), 0, 1);
 }

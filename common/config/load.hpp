@@ -13,7 +13,7 @@ namespace proxyd::config {
 
 struct ConfigError {
     std::string file;
-    int line = 0;    // 1-based; 0 when the problem has no single place (e.g. file unreadable)
+    int line = 0;  // 1-based; 0 when the problem has no single place (e.g. file unreadable)
     int column = 0;
     std::string message;
 
@@ -22,11 +22,13 @@ struct ConfigError {
 };
 
 struct LoadResult {
-    std::optional<Config> config;     // set only when errors is empty
+    std::optional<Config> config;  // set only when errors is empty
     std::vector<ConfigError> errors;
 };
 
 LoadResult load_file(const std::string& path);
+// The config's name of an algorithm ("least_conn"), for status output and messages.
+std::string_view balance_name(Balance balance);
 // `source_name` is used as FILE in messages and as Config::file.
 LoadResult load_string(std::string_view toml_text, const std::string& source_name);
 

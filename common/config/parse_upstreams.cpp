@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "common/config/load.hpp"
 #include "common/config/reader.hpp"
 #include "common/config/text.hpp"
 #include "common/config/units.hpp"
@@ -40,10 +41,6 @@ bool valid_upstream_name(std::string_view name) {
         const auto c = static_cast<unsigned char>(ch);
         return std::isalnum(c) || c == '_' || c == '-' || c == '.';
     });
-}
-
-std::string_view balance_name(Balance balance) {
-    return kBalances[static_cast<std::size_t>(balance)];
 }
 
 // "1h", "2m", "5s" or "250ms": a duration as the config would write it.
@@ -428,3 +425,11 @@ void parse_upstreams(Reader& r, const toml::node& node, std::vector<Upstream>& o
 }
 
 }  // namespace proxyd::config::detail
+
+namespace proxyd::config {
+
+std::string_view balance_name(Balance balance) {
+    return detail::kBalances[static_cast<std::size_t>(balance)];
+}
+
+}  // namespace proxyd::config
