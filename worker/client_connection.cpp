@@ -368,8 +368,8 @@ void ClientConnection::prepare_balancing(const http::Request& request) {
     const auto& upstream = worker_.config().upstreams[ex.upstream_index];
     const auto& route = *ex.route;
     ex.algorithm = upstream.balance;
-    std::string_view upgrade = find_header(request, "upgrade");
-    if (route.has_websocket_balance && http::iequals(upgrade, "websocket")) {
+    if (route.has_websocket_balance &&
+        http::iequals(find_header(request, "upgrade"), "websocket")) {
         ex.algorithm = route.websocket_balance;
     } else if (route.has_sse_balance &&
                find_header(request, "accept").find("text/event-stream") != std::string_view::npos) {
