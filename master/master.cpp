@@ -97,7 +97,8 @@ int Master::run() {
     } else {
         stats_ = shm::SharedStats::create("proxyd-stats");
         upstream_state_ = shm::UpstreamState::create("proxyd-upstreams");
-        if (!stats_.valid() || !upstream_state_.valid()) {
+        rate_limits_ = shm::RateLimitRegion::create("proxyd-rate-limits");
+        if (!stats_.valid() || !upstream_state_.valid() || !rate_limits_.valid()) {
             spdlog::error("cannot create shared memory");
             return 1;
         }
@@ -278,6 +279,7 @@ void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
     options.channel_fd = channel_fd;
     options.stats = &stats_->slots[stats_slot];
     options.upstream_state = &*upstream_state_;
+    options.rate_limits = &*rate_limits_;
     options.stats_slot = stats_slot;
     options.slot = slot;
     options.generation = generation_;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/config/types.hpp"
+#include "common/shm/rate_limit_table.hpp"
 #include "common/shm/upstream_state.hpp"
 #include "common/shm/worker_stats.hpp"
 #include "common/util/event_ptr.hpp"
@@ -159,6 +160,7 @@ class Master {
     ListenerTable listeners_;
     shm::SharedStats stats_;
     shm::UpstreamState upstream_state_;
+    shm::RateLimitRegion rate_limits_;
     ServerRegistry registry_;
     std::unique_ptr<HealthChecker> health_;
     std::unique_ptr<Resolver> resolver_;

@@ -109,6 +109,8 @@ void Master::request_upgrade(std::uint64_t requester) {
     }
     fds.push_back(stats_.fd());
     fds.push_back(upstream_state_.fd());
+    fds.push_back(rate_limits_.fd());
+    header["rate_limits"] = true;  // the last fd; absent in handoffs from 0.1
     header["registry"] = registry_.to_json();
     nlohmann::json in_use = nlohmann::json::array();
     for (const auto& worker : workers_) in_use.push_back(worker.stats_slot);
@@ -206,15 +208,21 @@ bool Master::receive_handoff(std::string& error) {
                 std::to_string(header.value("fds", 0u));
         return false;
     }
-    if (fds.size() < 2) {
+    if (fds.size() < (header.value("rate_limits", false) ? 3u : 2u)) {
         error = "the handoff carried no shared memory";
         return false;
+    }
+    if (header.value("rate_limits", false)) {
+        rate_limits_ = shm::RateLimitRegion::attach(std::move(fds.back()));
+        fds.pop_back();
+    } else {
+        rate_limits_ = shm::RateLimitRegion::create("proxyd-rate-limits");
     }
     upstream_state_ = shm::UpstreamState::attach(std::move(fds.back()));
     fds.pop_back();
     stats_ = shm::SharedStats::attach(std::move(fds.back()));
     fds.pop_back();
-    if (!stats_.valid() || !upstream_state_.valid()) {
+    if (!stats_.valid() || !upstream_state_.valid() || !rate_limits_.valid()) {
         error = "the shared memory from the old master has another layout";
         return false;
     }

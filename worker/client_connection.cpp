@@ -91,6 +91,13 @@ void Exchange::reset() {
     queued_since = {};
     last_error.clear();
     set_cookie.clear();
+    real_ip.clear();
+    claim_headers.clear();
+    access_headers.clear();
+    rate_key.clear();
+    rate_ticket = 0;
+    replace_cors = false;
+    expect_continue = false;
     method.clear();
     target.clear();
     request_id.clear();
@@ -114,7 +121,7 @@ void Exchange::reset() {
 }
 
 ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer)
-    : worker_(worker) {
+    : worker_(worker), awaiting_proxy_header_(worker.config().server.proxy_protocol) {
     stream_.open(worker.base(), std::move(fd), on_read_event, on_write_event, on_timer_event, this);
     if (peer.ss_family == AF_INET) {
         auto* v4 = reinterpret_cast<const sockaddr_in*>(&peer);
@@ -146,6 +153,7 @@ void ClientConnection::close() {
     phase_ = Phase::Closed;
     queue_timer_.reset();
     if (exchange_) {
+        if (exchange_->rate_ticket != 0) worker_.access().cancel_redis(exchange_->rate_ticket);
         release_server();
         worker_.recycle_exchange(std::move(exchange_));
     }
@@ -249,11 +257,7 @@ void ClientConnection::on_writable() {
 void ClientConnection::on_timer() {
     switch (phase_) {
         case Phase::WaitingHead:
-            if (evbuffer_get_length(stream_.in()) == 0) {
-                close();  // idle keep-alive connection: nothing to answer
-            } else {
-                fail(Failure::HeadTimeout);
-            }
+            on_head_timer();
             return;
         case Phase::Exchanging:
             if (!exchange_->request_done) {
@@ -273,16 +277,21 @@ void ClientConnection::on_timer() {
 
 void ClientConnection::read_request_head() {
     evbuffer* in = stream_.in();
-    std::size_t len = evbuffer_get_length(in);
-    if (len == 0) {
+    if (evbuffer_get_length(in) == 0) {
         if (client_eof_) close();
         return;
     }
     const auto& server = worker_.config().server;
     if (!head_timer_armed_) {
-        stream_.arm_timer(server.timeouts.header);
+        head_started_ = std::chrono::steady_clock::now();
         head_timer_armed_ = true;
+        stream_.arm_timer(server.limits.min_request_rate > 0
+                              ? std::min(server.timeouts.header, server.timeouts.min_rate_grace)
+                              : server.timeouts.header);
     }
+    if (!read_proxy_header()) return;
+    std::size_t len = evbuffer_get_length(in);
+    if (len == 0) return;
     std::size_t window =
         std::min(len, std::max(server.limits.max_header_size, server.limits.max_uri_size) + 1024);
     auto* data =
@@ -331,6 +340,7 @@ void ClientConnection::begin_request(const http::Request& request) {
     }
     if (ex.request_id.empty()) ex.request_id.assign(worker_.request_ids().next());
     worker_.stats().requests_total.fetch_add(1, std::memory_order_relaxed);
+    ex.real_ip.assign(client_address(request));
 
     if (!check_request_limits(request)) return;
     ex.route = match_route(config.routes, request.host, request.method, request.path);
@@ -345,13 +355,21 @@ void ClientConnection::begin_request(const http::Request& request) {
         fail(Failure::NoServer);
         return;
     }
+    if (!check_access(request)) return;
     prepare_balancing(request);
     prepare_upstream_head(request);
-    bool expect_continue = request.expect_continue;
+    ex.expect_continue = request.expect_continue;
     evbuffer_drain(stream_.in(), request.head_length);  // `request` is invalid from here on
+    stream_.cancel_timer();
+    apply_rate_limit();
+}
 
+// The request may go on: ask for its body if the client waits for that, and go upstream.
+void ClientConnection::continue_request() {
+    auto& ex = *exchange_;
+    const auto& config = worker_.config();
     if (!ex.request_done) {
-        if (expect_continue && ex.version_minor >= 1) {
+        if (ex.expect_continue && ex.version_minor >= 1) {
             evbuffer_add(stream_.out(), kContinue.data(), kContinue.size());
             if (!flush_client()) return;
         }
@@ -375,7 +393,7 @@ void ClientConnection::prepare_balancing(const http::Request& request) {
                find_header(request, "accept").find("text/event-stream") != std::string_view::npos) {
         ex.algorithm = route.sse_balance;
     }
-    std::string_view key = peer_ip_;
+    std::string_view key = ex.real_ip;
     switch (upstream.hash_key.kind) {
         case config::HashKey::Kind::Ip:
             break;
@@ -420,26 +438,33 @@ bool ClientConnection::check_request_limits(const http::Request& request) {
     return true;
 }
 
+// The client's address as upstreams and rate limits see it: the TCP peer (or the PROXY header's
+// source), or behind trusted proxies the right-most untrusted real_ip_header address.
+std::string_view ClientConnection::client_address(const http::Request& request) {
+    const auto& server = worker_.config().server;
+    if (server.real_ip_header.empty()) return peer_ip_;
+    auto& values = worker_.scratch_views();
+    values.clear();
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        if (http::iequals(request.headers[i].name, server.real_ip_header)) {
+            values.push_back(request.headers[i].value);
+        }
+    }
+    return select_real_ip(peer_ip_, values, server.trusted_proxies);
+}
+
 void ClientConnection::prepare_upstream_head(const http::Request& request) {
     auto& ex = *exchange_;
-    const auto& server = worker_.config().server;
-    std::string_view real_ip = peer_ip_;
-    if (!server.real_ip_header.empty()) {
-        auto& values = worker_.scratch_views();
-        values.clear();
-        for (std::size_t i = 0; i < request.header_count; ++i) {
-            if (http::iequals(request.headers[i].name, server.real_ip_header)) {
-                values.push_back(request.headers[i].value);
-            }
-        }
-        real_ip = select_real_ip(peer_ip_, values, server.trusted_proxies);
-    }
     UpstreamRequestInfo info;
     info.path = upstream_path(*ex.route, request.path);
     info.query = request.query;
     info.client_ip = peer_ip_;
-    info.real_ip = real_ip;
+    info.real_ip = ex.real_ip;
     info.request_id = ex.request_id;
+    if (!worker_.access().claim_headers().empty()) {
+        info.removed_headers = &worker_.access().claim_headers();
+    }
+    info.extra_lines = ex.claim_headers;
     info.default_host = worker_.config().upstreams[ex.upstream_index].servers.front().address.text;
     if (request.body == http::BodyKind::ContentLength) {
         info.framing = Framing::ContentLength;
@@ -801,6 +826,8 @@ void ClientConnection::send_response_head(const http::Response& response) {
         ex.set_cookie = upstream_config.sticky_cookie + "=" + value + "; Path=/; HttpOnly";
         info.set_cookie = ex.set_cookie;
     }
+    info.extra_lines = ex.access_headers;
+    info.replace_cors = ex.replace_cors;
     std::string& head = worker_.scratch();
     head.clear();
     build_client_response_head(response, info, head);
@@ -939,6 +966,10 @@ void ClientConnection::fail(Failure failure, std::string_view detail, int parser
         phase_ = Phase::Exchanging;
     }
     auto& ex = *exchange_;
+    if (ex.rate_ticket != 0) {
+        worker_.access().cancel_redis(ex.rate_ticket);
+        ex.rate_ticket = 0;
+    }
     int status = 0;
     bool must_close = !ex.request_done;  // an unread body can't be skipped reliably
     switch (failure) {
@@ -948,6 +979,18 @@ void ClientConnection::fail(Failure failure, std::string_view detail, int parser
             break;
         case Failure::NoRoute:
             status = 404;
+            break;
+        case Failure::Unauthorized:
+            status = 401;
+            break;
+        case Failure::Forbidden:
+            status = 403;
+            break;
+        case Failure::RateLimited:
+            status = 429;
+            break;
+        case Failure::LimitUnavailable:
+            status = 503;
             break;
         case Failure::HeadTimeout:
         case Failure::BodyTimeout:
@@ -999,9 +1042,32 @@ void ClientConnection::send_error(int status, std::string_view detail, bool keep
     info.framing = Framing::ContentLength;
     info.request_id = ex.request_id;
     info.extra_headers = &worker_.config().server.response_headers;
+    info.extra_lines = ex.access_headers;
     std::string& out = worker_.scratch();
     out.clear();
     build_error_response(status, detail, info, out);
+    evbuffer_add(stream_.out(), out.data(), out.size());
+    ex.bytes_out += out.size();
+    ex.response_started = true;
+    ex.keep_alive = info.keep_alive;
+    if (!flush_client()) return;
+    finish_exchange();
+}
+
+// A response the proxy answers itself without a body (a CORS preflight's 204).
+void ClientConnection::send_bodiless(int status) {
+    auto& ex = *exchange_;
+    ex.status = status;
+    ClientResponseInfo info;
+    info.client_version_minor = ex.version_minor;
+    info.keep_alive = ex.keep_alive && ex.request_done && !worker_.draining() &&
+                      !close_after_response_;
+    info.request_id = ex.request_id;
+    info.extra_headers = &worker_.config().server.response_headers;
+    info.extra_lines = ex.access_headers;
+    std::string& out = worker_.scratch();
+    out.clear();
+    build_bodiless_response(status, info, out);
     evbuffer_add(stream_.out(), out.data(), out.size());
     ex.bytes_out += out.size();
     ex.response_started = true;

@@ -16,7 +16,9 @@
 #include <string>
 
 #include "common/http/parser.hpp"
+#include "common/shm/rate_limit_table.hpp"
 #include "worker/forward_headers.hpp"
+#include "worker/rate_limit/redis_limiter.hpp"
 #include "worker/stream.hpp"
 #include "worker/upstream_pool.hpp"
 #include "worker/upstream_selector.hpp"
@@ -34,6 +36,10 @@ class Worker;
 enum class Failure {
     BadRequest,       // 400, or the parser's status (414, 431, 505)
     NoRoute,          // 404
+    Unauthorized,     // 401: no token, or one that does not verify (WWW-Authenticate added)
+    Forbidden,        // 403: the token lacks the route's roles, or a CORS origin is refused
+    RateLimited,      // 429 (Retry-After added)
+    LimitUnavailable, // 503: the Redis rate-limit store failed and on_redis_error = "deny"
     HeadTimeout,      // 408
     BodyTimeout,      // 408 before the response started
     BodyTooLarge,     // 413
@@ -69,6 +75,15 @@ struct Exchange {
     std::string last_error;
     std::string set_cookie;
 
+    // Access phase.
+    std::string real_ip;         // the client as the upstream sees it (trusted proxies applied)
+    std::string claim_headers;   // upstream header lines from the token's forward_claims
+    std::string access_headers;  // client header lines: CORS, RateLimit-*, WWW-Authenticate
+    std::string rate_key;
+    std::uint64_t rate_ticket = 0;  // a Redis decision in flight
+    bool replace_cors = false;
+    bool expect_continue = false;
+
     std::string method;
     std::string target;  // for the access log
     std::string request_id;
@@ -98,7 +113,7 @@ struct Exchange {
     std::chrono::steady_clock::time_point started;
 };
 
-class ClientConnection final : public UpstreamUser {
+class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
   public:
     ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer);
     ~ClientConnection();
@@ -113,6 +128,7 @@ class ClientConnection final : public UpstreamUser {
     void on_upstream_readable() override;
     void on_upstream_writable() override;
     void on_upstream_timeout() override;
+    void on_rate_decision(const shm::RateDecision& decision, bool redis_error) override;
 
     // The worker's intrusive list.
     ClientConnection* prev = nullptr;
@@ -127,12 +143,21 @@ class ClientConnection final : public UpstreamUser {
     void on_readable();
     void on_writable();
     void on_timer();
+    void on_head_timer();
     void process_input();
 
     // The phases, in order.
+    bool read_proxy_header();
     void read_request_head();
     void begin_request(const http::Request& request);
     bool check_request_limits(const http::Request& request);
+    bool check_access(const http::Request& request);
+    bool answer_preflight(const http::Request& request);
+    bool authenticate(const http::Request& request);
+    void apply_rate_limit();
+    void apply_rate_decision(const shm::RateDecision& decision);
+    void continue_request();
+    std::string_view client_address(const http::Request& request);
     void prepare_balancing(const http::Request& request);
     void prepare_upstream_head(const http::Request& request);
     void connect_upstream();
@@ -153,6 +178,7 @@ class ClientConnection final : public UpstreamUser {
     void fail(Failure failure, std::string_view detail = {}, int parser_status = 0);
     void retry_or_fail(Failure failure, std::string_view detail);
     void send_error(int status, std::string_view detail, bool keep_alive);
+    void send_bodiless(int status);
     void write_access_log();
     void release_upstream();
     void end_response_close();
@@ -166,6 +192,8 @@ class ClientConnection final : public UpstreamUser {
     std::uint16_t peer_port_ = 0;
     Phase phase_ = Phase::WaitingHead;
     bool head_timer_armed_ = false;
+    bool awaiting_proxy_header_ = false;  // server.proxy_protocol: the connection's first bytes
+    std::chrono::steady_clock::time_point head_started_;
     bool paused_for_upstream_ = false;  // client reads stopped: upstream output is full
     bool paused_for_client_ = false;    // upstream reads stopped: client output is full
     bool client_eof_ = false;

@@ -80,6 +80,19 @@ void append_forwarded_for(const http::Request& request, std::string_view client_
     out += "\r\n";
 }
 
+bool is_removed(const std::vector<std::string>* removed, std::string_view name) {
+    if (!removed) return false;
+    for (const auto& n : *removed) {
+        if (iequals(n, name)) return true;
+    }
+    return false;
+}
+
+bool is_cors_header(std::string_view name) {
+    constexpr std::string_view kPrefix = "access-control-";
+    return name.size() > kPrefix.size() && iequals(name.substr(0, kPrefix.size()), kPrefix);
+}
+
 bool has_extra_header(const HeaderList* extra, std::string_view name) {
     if (!extra) return false;
     for (const auto& [n, v] : *extra) {
@@ -119,6 +132,7 @@ void build_upstream_request_head(const http::Request& request, const UpstreamReq
     for (std::size_t i = 0; i < request.header_count; ++i) {
         const auto& h = request.headers[i];
         if (is_hop_by_hop(h.name) || is_replaced_upstream(h.name)) continue;
+        if (is_removed(info.removed_headers, h.name)) continue;
         if (named_by_connection(request.headers, request.header_count, h.name)) continue;
         if (iequals(h.name, "host")) {
             host_seen = true;
@@ -135,6 +149,7 @@ void build_upstream_request_head(const http::Request& request, const UpstreamReq
     if (host_seen) append_header(out, "X-Forwarded-Host", request.host);
     append_header(out, "X-Real-IP", info.real_ip);
     append_header(out, "X-Request-Id", info.request_id);
+    out += info.extra_lines;
     append_framing(out, info.framing, info.content_length);
     out += "\r\n";
 }
@@ -170,10 +185,12 @@ void build_client_response_head(const http::Response& response, const ClientResp
         if (iequals(h.name, "x-request-id") || has_extra_header(info.extra_headers, h.name)) {
             continue;
         }
+        if (info.replace_cors && is_cors_header(h.name)) continue;
         if (named_by_connection(response.headers, response.header_count, h.name)) continue;
         append_header(out, h.name, h.value);
     }
     append_extra_headers(info, out);
+    out += info.extra_lines;
     if (!info.set_cookie.empty()) append_header(out, "Set-Cookie", info.set_cookie);
     append_framing(out, info.framing, info.content_length);
     append_connection(info, out);
@@ -198,10 +215,24 @@ void build_error_response(int status, std::string_view detail, const ClientRespo
     out += http::reason_phrase(status);
     out += "\r\nContent-Type: application/json\r\n";
     append_extra_headers(info, out);
+    out += info.extra_lines;
     append_framing(out, Framing::ContentLength, body.size());
     append_connection(info, out);
     out += "\r\n";
     out += body;
+}
+
+void build_bodiless_response(int status, const ClientResponseInfo& info, std::string& out) {
+    out += "HTTP/1.1 ";
+    append_number(out, static_cast<std::uint64_t>(status));
+    out += ' ';
+    out += http::reason_phrase(status);
+    out += "\r\n";
+    append_extra_headers(info, out);
+    out += info.extra_lines;
+    if (status != 204 && status != 304) out += "Content-Length: 0\r\n";
+    append_connection(info, out);
+    out += "\r\n";
 }
 
 }  // namespace proxyd::worker

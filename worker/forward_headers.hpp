@@ -35,6 +35,10 @@ struct UpstreamRequestInfo {
     std::string_view default_host;  // used when the client sent no Host (HTTP/1.0)
     Framing framing = Framing::None;
     std::uint64_t content_length = 0;
+    // Lower-case names of headers the proxy sets from the token (forward_claims): a client's own
+    // copies never reach the upstream.
+    const std::vector<std::string>* removed_headers = nullptr;
+    std::string_view extra_lines;  // complete "Name: value\r\n" lines added by the proxy
 };
 
 void build_upstream_request_head(const http::Request& request, const UpstreamRequestInfo& info,
@@ -50,6 +54,10 @@ struct ClientResponseInfo {
     std::string_view request_id;
     const HeaderList* extra_headers = nullptr;  // server.response_headers; replace upstream's
     std::string_view set_cookie;                // sticky session cookie to set, if any
+    // Complete "Name: value\r\n" lines from the access phase (CORS, RateLimit-*,
+    // WWW-Authenticate).
+    std::string_view extra_lines;
+    bool replace_cors = false;  // the proxy answers CORS: the upstream's Access-Control-* go
 };
 
 void build_client_response_head(const http::Response& response, const ClientResponseInfo& info,
@@ -58,6 +66,9 @@ void build_client_response_head(const http::Response& response, const ClientResp
 // A complete proxy-generated error response: JSON body {"error": ..., "request_id": ...}.
 void build_error_response(int status, std::string_view detail, const ClientResponseInfo& info,
                           std::string& out);
+
+// A proxy-generated response without a body (204 for a CORS preflight).
+void build_bodiless_response(int status, const ClientResponseInfo& info, std::string& out);
 
 // Whether the client connection can stay open for the next request, given the client's wish and
 // how the body will be framed for it (HTTP/1.0 cannot take chunked).

@@ -26,6 +26,7 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
       pool_(base, *options.config),
       selector_(*options.config, options.upstream_state, static_cast<std::size_t>(options.slot),
                 options.stats_slot),
+      access_(*options.config, options.rate_limits, base),
       scratch_request_(std::make_unique<http::Request>()),
       scratch_response_(std::make_unique<http::Response>()) {}
 
@@ -52,6 +53,17 @@ bool Worker::start(std::string& error) {
         return false;
     }
     return true;
+}
+
+void Worker::warn_redis_failure(const config::RateLimit& limit) {
+    const auto now = std::chrono::steady_clock::now();
+    ++redis_failures_unlogged_;
+    if (now - last_redis_warning_ < std::chrono::seconds(1)) return;
+    last_redis_warning_ = now;
+    spdlog::warn("rate limit {}: Redis at {} failed {} time(s); on_redis_error = {}", limit.name,
+                 limit.redis.text, redis_failures_unlogged_,
+                 limit.redis_error_allow ? "allow" : "deny");
+    redis_failures_unlogged_ = 0;
 }
 
 void Worker::add_listener(int slot, UniqueFd fd) {

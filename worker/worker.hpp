@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -17,6 +18,7 @@
 #include "common/shm/worker_stats.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
+#include "worker/access_policy.hpp"
 #include "worker/request_id.hpp"
 #include "worker/upstream_pool.hpp"
 #include "worker/upstream_selector.hpp"
@@ -32,6 +34,7 @@ struct WorkerOptions {
     int channel_fd = -1;          // socketpair end to the master
     shm::WorkerSlotStats* stats = nullptr;
     shm::UpstreamStateLayout* upstream_state = nullptr;
+    shm::RateLimitTable* rate_limits = nullptr;
     std::size_t stats_slot = 0;
     int slot = 0;
     int generation = 1;
@@ -66,6 +69,9 @@ class Worker {
     shm::WorkerSlotStats& stats() { return *stats_; }
     RequestIdGenerator& request_ids() { return request_ids_; }
     UpstreamSelector& selector() { return selector_; }
+    AccessPolicy& access() { return access_; }
+    // Logs a Redis rate-limit failure, at most once a second per worker.
+    void warn_redis_failure(const config::RateLimit& limit);
     // Reused per request so that heads are parsed and built without allocating.
     http::Request& scratch_request() { return *scratch_request_; }
     http::Response& scratch_response() { return *scratch_response_; }
@@ -99,6 +105,9 @@ class Worker {
     UpstreamPool pool_;
     RequestIdGenerator request_ids_;
     UpstreamSelector selector_;
+    AccessPolicy access_;
+    std::chrono::steady_clock::time_point last_redis_warning_{};
+    std::uint64_t redis_failures_unlogged_ = 0;
     std::unique_ptr<http::Request> scratch_request_;
     std::unique_ptr<http::Response> scratch_response_;
     std::vector<std::string_view> scratch_views_;

@@ -12,10 +12,13 @@ namespace proxyd::config::detail {
 namespace {
 
 constexpr std::string_view kRouteKeys[] = {
-    "path",         "path_exact",        "host",       "methods", "upstream",
-    "strip_prefix", "websocket_balance", "sse_balance"};
-constexpr std::string_view kRouteLater[] = {"auth_required", "roles", "rate_limit", "cors",
-                                            "protocol",      "cache", "compress"};
+    "path",          "path_exact",        "host",        "methods", "upstream",
+    "strip_prefix",  "websocket_balance", "sse_balance", "auth_required", "roles",
+    "rate_limit",    "cors"};
+constexpr std::string_view kRouteLater[] = {"protocol", "cache", "compress"};
+constexpr std::string_view kCorsKeys[] = {"allowed_origins", "allowed_methods",
+                                          "allowed_headers", "expose_headers",
+                                          "allow_credentials", "max_age"};
 constexpr std::string_view kWhere = "in [[routes]]";
 
 // Why `path` cannot be matched against request targets, or "" when it can.
@@ -135,6 +138,88 @@ void parse_upstream_ref(Reader& r, const toml::table& route, Route& out) {
     if (auto name = r.nonempty_string(node, "upstream")) out.upstream = std::move(*name);
 }
 
+// "*", "https://example.com", "http://localhost:8080" or "https://*.example.com": what a
+// browser's Origin header can equal (scheme://host[:port], lower-case, no path).
+std::string origin_problem(const std::string& origin) {
+    if (origin == "*") return "";
+    const auto scheme_end = origin.find("://");
+    if (scheme_end == std::string::npos || scheme_end == 0) {
+        return "must be \"*\" or scheme://host[:port], e.g. \"https://example.com\"";
+    }
+    std::string host = origin.substr(scheme_end + 3);
+    if (host.find('/') != std::string::npos) return "must not have a path";
+    if (const auto colon = host.rfind(':'); colon != std::string::npos && host.back() != ']') {
+        const std::string port = host.substr(colon + 1);
+        if (port.empty() || !std::all_of(port.begin(), port.end(), ::isdigit)) {
+            return "has an invalid port";
+        }
+        host.resize(colon);
+    }
+    if (host.starts_with("*.")) host = host.substr(2);
+    return valid_host_name(host) || (host.front() == '[' && host.back() == ']')
+               ? ""
+               : "has an invalid host (\"*\" only as a first label: \"https://*.example.com\")";
+}
+
+void parse_token_list(Reader& r, const toml::table& t, std::string_view key, bool upper_case,
+                      std::vector<std::string>& out) {
+    const toml::node* node = t.get(key);
+    if (node == nullptr) return;
+    const auto items = r.strings(*node, key);
+    if (!items) return;
+    out.clear();
+    for (const StringItem& item : *items) {
+        if (is_token(item.value)) {
+            out.push_back(upper_case ? upper(item.value) : item.value);
+        } else {
+            r.error(*item.node, "\"" + std::string(key) + "\": " + quote(item.value) +
+                                    " is not a valid name");
+        }
+    }
+}
+
+void parse_cors(Reader& r, const toml::node& node, Cors& out) {
+    const toml::table* t = r.table(node, "cors");
+    if (t == nullptr) return;
+    out.enabled = true;
+    r.check_keys(*t, "in a route's \"cors\"", kCorsKeys);
+    if (r.require(*t, "allowed_origins", "in a route's \"cors\"")) {
+        const toml::node& origins = *t->get("allowed_origins");
+        if (const auto items = r.strings(origins, "allowed_origins")) {
+            if (items->empty()) r.error(origins, "\"allowed_origins\" must not be empty");
+            for (const StringItem& item : *items) {
+                std::string origin = lower(item.value);
+                if (const std::string problem = origin_problem(origin); !problem.empty()) {
+                    r.error(*item.node, "CORS origin " + quote(item.value) + " " + problem);
+                } else {
+                    out.allowed_origins.push_back(std::move(origin));
+                }
+            }
+        }
+    }
+    parse_token_list(r, *t, "allowed_methods", true, out.allowed_methods);
+    parse_token_list(r, *t, "allowed_headers", false, out.allowed_headers);
+    parse_token_list(r, *t, "expose_headers", false, out.expose_headers);
+    r.read(*t, "allow_credentials", out.allow_credentials);
+    r.read_duration(*t, "max_age", out.max_age, true);
+}
+
+void parse_access(Reader& r, const toml::table& route, Route& out) {
+    r.read(route, "auth_required", out.auth_required);
+    if (const toml::node* n = route.get("roles")) {
+        if (const auto items = r.strings(*n, "roles")) {
+            if (items->empty()) r.error(*n, "\"roles\" must not be empty; leave it out instead");
+            for (const StringItem& item : *items) out.roles.push_back(item.value);
+            if (!route.get("auth_required")) out.auth_required = true;
+        }
+    }
+    if (const toml::node* n = route.get("rate_limit")) {
+        out.rate_limit_loc = loc_of(*n);
+        if (auto name = r.nonempty_string(*n, "rate_limit")) out.rate_limit = std::move(*name);
+    }
+    if (const toml::node* n = route.get("cors")) parse_cors(r, *n, out.cors);
+}
+
 void parse_route(Reader& r, const toml::node& node, Route& out) {
     const toml::table* route = node.as_table();
     if (route == nullptr) {
@@ -160,6 +245,7 @@ void parse_route(Reader& r, const toml::node& node, Route& out) {
             out.sse_balance = *balance;
         }
     }
+    parse_access(r, *route, out);
 }
 
 }  // namespace

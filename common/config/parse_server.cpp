@@ -15,13 +15,14 @@ namespace {
 constexpr std::string_view kServerKeys[] = {
     "listen",          "workers",          "control_socket",   "pid_file",
     "max_connections", "shutdown_timeout", "real_ip_header",   "trusted_proxies",
-    "timeouts",        "limits",           "response_headers", "hosts_file"};
-constexpr std::string_view kServerLater[] = {"user", "group", "proxy_protocol", "state_file",
-                                             "h2c"};
+    "timeouts",        "limits",           "response_headers", "hosts_file",
+    "proxy_protocol"};
+constexpr std::string_view kServerLater[] = {"user", "group", "state_file", "h2c"};
 constexpr std::string_view kTimeoutKeys[] = {
-    "header",        "body",       "keepalive", "upstream_connect", "upstream_response",
-    "upstream_idle", "tunnel_idle"};
-constexpr std::string_view kLimitKeys[] = {"max_header_size", "max_body_size", "max_uri_size"};
+    "header",        "body",        "keepalive",     "upstream_connect", "upstream_response",
+    "upstream_idle", "tunnel_idle", "min_rate_grace"};
+constexpr std::string_view kLimitKeys[] = {"max_header_size", "max_body_size", "max_uri_size",
+                                           "min_request_rate"};
 
 // The proxy writes these itself (framing, connection handling); a fixed value would corrupt
 // responses.
@@ -134,6 +135,7 @@ void parse_timeouts(Reader& r, const toml::node& node, Timeouts& out) {
     r.read_duration(*t, "upstream_response", out.upstream_response, false);
     r.read_duration(*t, "upstream_idle", out.upstream_idle, false);
     r.read_duration(*t, "tunnel_idle", out.tunnel_idle, false);
+    r.read_duration(*t, "min_rate_grace", out.min_rate_grace, false);
 }
 
 void parse_limits(Reader& r, const toml::node& node, Limits& out) {
@@ -143,6 +145,10 @@ void parse_limits(Reader& r, const toml::node& node, Limits& out) {
     r.read_size(*t, "max_header_size", out.max_header_size);
     r.read_size(*t, "max_body_size", out.max_body_size);
     r.read_size(*t, "max_uri_size", out.max_uri_size);
+    // Bytes per second; 0 turns the slow-client rule off.
+    if (const toml::node* n = t->get("min_request_rate")) {
+        if (const auto rate = r.size(*n, "min_request_rate")) out.min_request_rate = *rate;
+    }
 }
 
 bool valid_header_value(std::string_view value) {
@@ -204,6 +210,7 @@ void parse_server(Reader& r, const toml::node& node, ServerSection& out) {
     r.read(*server, "max_connections", out.max_connections, 1);
     r.read_duration(*server, "shutdown_timeout", out.shutdown_timeout, true);
     parse_real_ip(r, *server, out);
+    r.read(*server, "proxy_protocol", out.proxy_protocol);
     if (const toml::node* n = server->get("timeouts")) parse_timeouts(r, *n, out.timeouts);
     if (const toml::node* n = server->get("limits")) parse_limits(r, *n, out.limits);
     if (const toml::node* n = server->get("response_headers")) {

@@ -83,6 +83,8 @@ class Reader {
 void parse_server(Reader& r, const toml::node& node, ServerSection& out);
 void parse_upstreams(Reader& r, const toml::node& node, std::vector<Upstream>& out);
 void parse_routes(Reader& r, const toml::node& node, std::vector<Route>& out);
+void parse_auth(Reader& r, const toml::node& node, JwtAuth& out);
+void parse_rate_limits(Reader& r, const toml::node& node, std::vector<RateLimit>& out);
 
 // A balancing algorithm's name (upstream `balance`, route `websocket_balance`/`sse_balance`);
 // an unknown one is reported with the list of valid names.

@@ -44,12 +44,16 @@ struct Timeouts {
     Millis upstream_response{30'000};
     Millis upstream_idle{60'000};
     Millis tunnel_idle{3'600'000};
+    // Slow-client rule (with Limits::min_request_rate): a request head still incomplete after
+    // this long must have arrived at the minimum average rate so far, else 408.
+    Millis min_rate_grace{2'000};
 };
 
 struct Limits {
     std::size_t max_header_size = 16 * 1024;
     std::size_t max_body_size = 10 * 1024 * 1024;
     std::size_t max_uri_size = 8 * 1024;
+    std::size_t min_request_rate = 512;  // bytes per second for request heads; 0 = off
 };
 
 struct ServerSection {
@@ -67,6 +71,9 @@ struct ServerSection {
     std::vector<std::pair<std::string, std::string>> response_headers;  // sorted by name
     // Optional /etc/hosts-style file consulted before the system resolver for upstream names.
     std::string hosts_file;
+    // Every connection starts with a PROXY protocol v1 or v2 header from an L4 balancer; the
+    // address it carries becomes the client's.
+    bool proxy_protocol = false;
 };
 
 enum class Balance {
@@ -130,6 +137,20 @@ struct Upstream {
     SourceLoc loc;
 };
 
+// Cross-origin resource sharing for a route: the proxy answers preflights itself and adds the
+// Access-Control-* headers to actual responses.
+struct Cors {
+    bool enabled = false;
+    // Exact origins ("https://example.com"), "*" for any, or "https://*.example.com" patterns.
+    std::vector<std::string> allowed_origins;
+    std::vector<std::string> allowed_methods{"GET", "HEAD", "POST"};  // upper-case
+    // Empty = echo the preflight's Access-Control-Request-Headers.
+    std::vector<std::string> allowed_headers;
+    std::vector<std::string> expose_headers;
+    bool allow_credentials = false;  // never combined with a literal "*" in the response
+    Millis max_age{0};               // 0 = no Access-Control-Max-Age
+};
+
 struct Route {
     std::string path;    // normalised segment prefix without trailing "/" or "/*" ("" = all)
     bool exact = false;  // path_exact: path must equal `path`
@@ -145,6 +166,54 @@ struct Route {
     Balance websocket_balance = Balance::RoundRobin;
     bool has_sse_balance = false;
     Balance sse_balance = Balance::RoundRobin;
+    // Access phase.
+    bool auth_required = false;          // a valid JWT ([auth.jwt]) is needed
+    std::vector<std::string> roles;      // the token must carry one of these (empty = any)
+    std::string rate_limit;              // name of a [rate_limits.NAME]; empty = none
+    SourceLoc rate_limit_loc;
+    std::size_t rate_limit_index = 0;    // into Config::rate_limits, set by validation
+    Cors cors;
+    SourceLoc loc;
+};
+
+// One verification key for [auth.jwt]. The material is read when the config is loaded (by the
+// master, before workers drop privileges) and re-read on every reload; it is secret and never
+// logged or shown.
+struct JwtKey {
+    enum class Kind { Secret, PublicKey };
+    Kind kind = Kind::Secret;
+    std::string kid;       // empty = not chosen by "kid" (tried for every token)
+    std::string file;      // where it came from, for messages
+    std::string material;  // HMAC secret bytes, or a PEM public key (trailing newline trimmed)
+    SourceLoc loc;
+};
+
+struct JwtAuth {
+    bool enabled = false;                 // [auth.jwt] present
+    std::vector<std::string> algorithms;  // upper-case: HS256..HS512, RS256..RS512, ES256, ES384
+    std::vector<JwtKey> keys;
+    std::string issuer;    // empty = not checked
+    std::string audience;  // empty = not checked
+    Millis leeway{0};
+    std::string roles_claim = "roles";
+    // claim -> header sent upstream; client-sent copies of these headers are always removed.
+    std::vector<std::pair<std::string, std::string>> forward_claims;
+    std::size_t cache_entries = 10'000;  // verified tokens remembered per worker
+};
+
+struct RateLimit {
+    enum class KeyKind { Ip, Header, JwtClaim };
+    enum class Store { Local, Redis };
+    std::string name;
+    KeyKind key = KeyKind::Ip;
+    std::string key_name;  // header or claim name for Header/JwtClaim
+    int requests_per_minute = 60;
+    int burst = 1;  // bucket capacity: a quiet key may make this many requests at once
+    Store store = Store::Local;
+    SocketAddress redis;         // store = "redis"
+    std::string redis_password;  // from redis_password_file; secret
+    bool redis_error_allow = true;  // on_redis_error: allow | deny (503)
+    Millis redis_timeout{250};
     SourceLoc loc;
 };
 
@@ -163,6 +232,8 @@ struct Config {
     ServerSection server;
     std::vector<Upstream> upstreams;  // sorted by name
     std::vector<Route> routes;        // file order: first match wins
+    JwtAuth jwt;
+    std::vector<RateLimit> rate_limits;  // sorted by name
     LogSection log;
 };
 

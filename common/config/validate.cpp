@@ -63,12 +63,52 @@ void resolve_route(const Config& config, Route& route, std::vector<ConfigError>&
             did_you_mean(route.upstream, names));
 }
 
+void resolve_rate_limit(const Config& config, Route& route, std::vector<ConfigError>& errors) {
+    if (route.rate_limit.empty()) return;
+    const auto& limits = config.rate_limits;
+    const auto it = std::lower_bound(
+        limits.begin(), limits.end(), route.rate_limit,
+        [](const RateLimit& l, const std::string& name) { return l.name < name; });
+    if (it != limits.end() && it->name == route.rate_limit) {
+        route.rate_limit_index = static_cast<std::size_t>(it - limits.begin());
+        return;
+    }
+    std::vector<std::string_view> names;
+    for (const RateLimit& l : limits) names.push_back(l.name);
+    add(errors, config, route.rate_limit_loc,
+        "route rate_limit " + quote(route.rate_limit) + " is not defined" +
+            did_you_mean(route.rate_limit, names) + " (add a [rate_limits." + route.rate_limit +
+            "] table)");
+}
+
+// A token can only be asked for, and a claim only read, when [auth.jwt] says how to verify it.
+void check_needs_jwt(const Config& config, std::vector<ConfigError>& errors) {
+    if (config.jwt.enabled) return;
+    for (const Route& route : config.routes) {
+        if (route.auth_required) {
+            add(errors, config, route.loc,
+                "route has auth_required (or roles) but there is no [auth.jwt] table");
+        }
+    }
+    for (const RateLimit& limit : config.rate_limits) {
+        if (limit.key == RateLimit::KeyKind::JwtClaim) {
+            add(errors, config, limit.loc,
+                "[rate_limits." + limit.name + "] is keyed by a JWT claim but there is no "
+                "[auth.jwt] table");
+        }
+    }
+}
+
 }  // namespace
 
 void validate(Config& config, std::vector<ConfigError>& errors) {
     check_listen(config, errors);
     for (const Upstream& upstream : config.upstreams) check_server_ids(config, upstream, errors);
-    for (Route& route : config.routes) resolve_route(config, route, errors);
+    for (Route& route : config.routes) {
+        resolve_route(config, route, errors);
+        resolve_rate_limit(config, route, errors);
+    }
+    check_needs_jwt(config, errors);
 }
 
 }  // namespace proxyd::config::detail

@@ -3,6 +3,8 @@
 // Framing bytes are few (a size line per chunk), so the byte-wise state machine costs nothing
 // next to the data, which the caller moves in bulk without it passing through here.
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 
 #include "common/http/parser.hpp"
 #include "common/http/tokens_internal.hpp"
@@ -14,6 +16,10 @@ namespace {
 // 16 hex digits fill 64 bits; a 17th could only overflow (or be a padded size, which nobody
 // legitimate sends and which parsers disagree about).
 constexpr int kMaxSizeDigits = 16;
+// Sizes are capped like Content-Length at 2^63 - 1: an upstream or library that reads the size
+// into a signed 64-bit integer would see a negative number, and callers may add a size to a
+// byte count without overflowing.
+constexpr std::uint64_t kMaxChunkSize = std::numeric_limits<std::int64_t>::max();
 
 bool is_qdtext(char c) {
     return detail::is_field_char(c) && c != '"' && c != '\\';
@@ -81,7 +87,7 @@ bool ChunkedDecoder::step(char c) {
 
 bool ChunkedDecoder::step_size(char c) {
     if (detail::is_hex_digit(c)) {
-        if (size_digits_ == kMaxSizeDigits) return false;
+        if (size_digits_ == kMaxSizeDigits || chunk_size_ > kMaxChunkSize >> 4) return false;
         chunk_size_ = chunk_size_ << 4 | detail::hex_value(c);
         ++size_digits_;
         return true;

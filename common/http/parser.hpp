@@ -10,6 +10,36 @@
 // frame differently from us is rejected — CL with TE, differing duplicate CL, CL that is not plain
 // digits, TE other than a single final "chunked", obs-fold, bare CR or bare LF line ends, space
 // before the colon, control bytes in names or values, invalid token characters.
+//
+// The policy in detail (tests/unit/common/smuggling_test.cpp has a case for each line):
+// - Line endings: exactly CRLF everywhere in the head and in chunked framing. A bare LF (which
+//   RFC 9112 §2.2 lets a recipient accept) and a bare CR (which it lets a recipient replace with
+//   SP) are both rejected with 400: we never guess how an upstream would have split the lines.
+// - Content-Length: 1*DIGIT (leading zeros allowed), at most 2^63 - 1. Signs, spaces inside,
+//   hex, any other byte and a list ("5, 6", and also "5, 5") are 400. Several Content-Length
+//   lines are accepted only when their values are equal numbers (they are one length; the proxy
+//   forwards a single Content-Length of its own); differing values are 400.
+// - Transfer-Encoding: exactly one field line whose value is "chunked" (any case, OWS around it).
+//   Every other value ("xchunked", "chunked, identity", "identity, chunked", "chunked, chunked",
+//   "gzip, chunked", empty), a second Transfer-Encoding line, TE together with Content-Length,
+//   and TE in an HTTP/1.0 request are 400.
+// - "Content_Length" / "Transfer_Encoding" (underscore spellings, which CGI-style gateways read
+//   as the framing fields) are 400.
+// - Chunk sizes: 1 to 16 hex digits, value at most 2^63 - 1; no sign, no "0x", no whitespace
+//   before the size; extensions must follow the chunk-ext grammar; the data must be followed by
+//   exactly CRLF. Anything else is 400 (the decoder's error).
+// - Field names are tokens; whitespace before the colon, an empty name and obs-fold (a line
+//   starting with SP or HTAB) are 400. Field values may hold VCHAR, obs-text, SP and HTAB; NUL,
+//   other control bytes and DEL are 400.
+// - Host: HTTP/1.1 needs exactly one Host line (none or two, even equal: 400); HTTP/1.0 may omit
+//   it. An absolute-form target ("GET http://a.example/x HTTP/1.1") wins over the Host field
+//   (RFC 9112 §3.2.2): `host` is the target's authority, and the proxy routes on it and sends it
+//   upstream as the only Host (worker/forward_headers.cpp), so routing and upstream agree.
+// - Versions: "HTTP/1.0" and "HTTP/1.1" exactly; a well-formed other version is 505, anything
+//   else (trailing bytes, lowercase, more digits) 400.
+// - Expect: only the value "100-continue" (any case, OWS trimmed) sets expect_continue, and only
+//   for HTTP/1.1. Other values are not an error (no 417): the proxy drops the Expect field (it is
+//   never forwarded) and handles the request normally.
 #pragma once
 
 #include <cstddef>

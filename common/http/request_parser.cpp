@@ -144,6 +144,23 @@ Step parse_request_line(const char* data, std::size_t pos, std::size_t limit, st
     return form.ok() ? s : form;
 }
 
+// "Content_Length" / "Transfer_Encoding": servers and gateways that map '-' and '_' to the same
+// name (CGI-style HTTP_CONTENT_LENGTH, some frameworks' header normalisation) would take these as
+// framing fields, while we would forward them as unknown fields next to our own framing.
+bool is_underscored_framing_name(std::string_view name) {
+    for (std::string_view framing :
+         {std::string_view("content-length"), std::string_view("transfer-encoding")}) {
+        if (name.size() != framing.size() || name.find('_') == std::string_view::npos) continue;
+        bool same = true;
+        for (std::size_t i = 0; i < name.size() && same; ++i) {
+            const char c = name[i] == '_' ? '-' : static_cast<char>(name[i] | 0x20);
+            same = c == framing[i];
+        }
+        if (same) return true;
+    }
+    return false;
+}
+
 // What the framing and connection-handling fields say, gathered in one pass over the headers.
 struct RequestFields {
     bool cl_seen = false;
@@ -178,6 +195,8 @@ Step collect_fields(const Request& r, RequestFields& f) {
             f.expect_continue |= iequals(h.value, "100-continue");
         } else if (iequals(h.name, "upgrade")) {
             f.upgrade = true;
+        } else if (is_underscored_framing_name(h.name)) {
+            return fail(400, "underscore in framing header name");
         }
     }
     return advance(0);

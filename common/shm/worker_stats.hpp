@@ -19,7 +19,13 @@ struct alignas(64) WorkerSlotStats {
     std::atomic<std::int64_t> connections_active{0};
     std::atomic<std::uint64_t> connections_total{0};
     std::atomic<std::uint64_t> requests_total{0};
+    // Added in 0.2 inside the struct's padding (still 64 bytes): a 0.1 region reads them as 0,
+    // so the layout version stays 1 and upgrades from 0.1 keep working.
+    std::atomic<std::uint64_t> auth_failures{0};
+    std::atomic<std::uint64_t> rate_limited{0};
+    std::atomic<std::uint64_t> rate_limit_errors{0};  // Redis store failures
 };
+static_assert(sizeof(WorkerSlotStats) == 64);
 
 struct StatsLayout {
     static constexpr std::uint32_t kMagic = 0x70727864;  // "prxd"

@@ -172,9 +172,9 @@ def test_check_workers_zero(t):
 
 def test_check_later_features_not_supported(t):
     """Keys owned by later issues are errors saying "not supported yet", never ignored."""
-    text = _valid(t, tail='auth_required = true\n\n[tls]\nlisten = ["127.0.0.1:8443"]\n')
+    text = _valid(t, tail='compress = true\n\n[tls]\nlisten = ["127.0.0.1:8443"]\n')
     lines = text.splitlines()
-    l_auth = lines.index("auth_required = true") + 1
+    l_auth = lines.index("compress = true") + 1
     l_tls = lines.index("[tls]") + 1
     r, p = t.check_config(text)
     _expect_error(r, p, l_auth, "not supported yet")

@@ -312,8 +312,8 @@ user = "proxyd"
 h2c = true
 [tls]
 listen = ["0.0.0.0:8443"]
-[auth.jwt]
-algorithms = ["HS256"]
+[cache]
+max_size = "1MiB"
 [metrics]
 listen = "127.0.0.1:9090"
 [upstreams.api]
@@ -322,8 +322,8 @@ servers = [{ address = "127.0.0.1:1", tls = true, sni = "api", verify = true, ca
 [[routes]]
 upstream = "api"
 cors = { allowed_origins = ["*"] }
-auth_required = true
-roles = ["admin"]
+strip_prefix = true
+path = "/"
 protocol = "grpc"
 cache = { ttl = "5m" }
 compress = false
@@ -331,16 +331,13 @@ compress = false
                  "test.toml:3:1: \"user\" is not supported yet\n"
                  "test.toml:4:1: \"h2c\" is not supported yet\n"
                  "test.toml:5:2: \"tls\" is not supported yet\n"
-                 "test.toml:7:2: \"auth\" is not supported yet\n"
+                 "test.toml:7:2: \"cache\" is not supported yet\n"
                  "test.toml:9:2: \"metrics\" is not supported yet\n"
                  "test.toml:12:1: \"protocol\" is not supported yet\n"
                  "test.toml:13:39: \"tls\" is not supported yet\n"
                  "test.toml:13:51: \"sni\" is not supported yet\n"
                  "test.toml:13:64: \"verify\" is not supported yet\n"
                  "test.toml:13:79: \"ca_file\" is not supported yet\n"
-                 "test.toml:16:1: \"cors\" is not supported yet\n"
-                 "test.toml:17:1: \"auth_required\" is not supported yet\n"
-                 "test.toml:18:1: \"roles\" is not supported yet\n"
                  "test.toml:19:1: \"protocol\" is not supported yet\n"
                  "test.toml:20:1: \"cache\" is not supported yet\n"
                  "test.toml:21:1: \"compress\" is not supported yet\n");
@@ -700,7 +697,7 @@ servers = [{ address = "127.0.0.1:1", wieght = 2 }]
 [[routes]]
 path = "/api"
 upstream = "ap"
-rate_limit = "per_ip"
+compress = false
 
 [log]
 format = "yaml"
@@ -717,7 +714,7 @@ format = "yaml"
           "test.toml:7:39: unknown key \"wieght\" in a server of [upstreams.api]; did you mean "
           "\"weight\"?\n"
           "test.toml:11:12: route upstream \"ap\" is not defined; did you mean \"api\"?\n"
-          "test.toml:12:1: \"rate_limit\" is not supported yet\n"
+          "test.toml:12:1: \"compress\" is not supported yet\n"
           "test.toml:15:10: unknown format \"yaml\"; expected one of: json, text\n");
 }
 
