@@ -595,7 +595,25 @@ nlohmann::json Master::status_json() const {
     return {{"master_pid", ::getpid()},       {"version", PROXYD_VERSION},
             {"generation", generation_},      {"config", options_.config_path},
             {"binary", options_.binary_path}, {"workers", workers},
-            {"upstreams", upstreams_json()}};
+            {"upstreams", upstreams_json()},  {"totals", totals_json()}};
+}
+
+// Counters summed over every worker slot, past workers included (slots keep counting).
+nlohmann::json Master::totals_json() const {
+    std::uint64_t requests = 0, connections = 0, auth_failures = 0, rate_limited = 0,
+                  rate_limit_errors = 0;
+    for (const auto& slot : stats_->slots) {
+        requests += slot.requests_total.load(std::memory_order_relaxed);
+        connections += slot.connections_total.load(std::memory_order_relaxed);
+        auth_failures += slot.auth_failures.load(std::memory_order_relaxed);
+        rate_limited += slot.rate_limited.load(std::memory_order_relaxed);
+        rate_limit_errors += slot.rate_limit_errors.load(std::memory_order_relaxed);
+    }
+    return {{"requests", requests},
+            {"connections", connections},
+            {"auth_failures", auth_failures},
+            {"rate_limited", rate_limited},
+            {"rate_limit_store_errors", rate_limit_errors}};
 }
 
 // The shared view of every upstream server, as the workers see it.

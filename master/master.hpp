@@ -124,6 +124,7 @@ class Master {
     void answer(std::uint64_t requester, bool ok, const std::string& message,
                 nlohmann::json extra = nlohmann::json::object());
     nlohmann::json status_json() const;
+    nlohmann::json totals_json() const;
     nlohmann::json upstreams_json() const;
     void begin_stop(bool fast);
     void finish_stop();

@@ -44,14 +44,26 @@ bool is_hop_by_hop(std::string_view name) {
     return false;
 }
 
-// Headers the proxy sets itself on the way up.
+// Case-insensitive, and "_" equal to "-": frameworks that map headers to CGI-style variables
+// (X_Forwarded_For -> HTTP_X_FORWARDED_FOR) cannot tell the two apart.
+bool same_header_name(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        char x = a[i] == '_' ? '-' : a[i];
+        char y = b[i] == '_' ? '-' : b[i];
+        if (!iequals(std::string_view(&x, 1), std::string_view(&y, 1))) return false;
+    }
+    return true;
+}
+
+// Headers the proxy sets itself on the way up; a client's copy (in any spelling) is dropped.
 bool is_replaced_upstream(std::string_view name) {
     static constexpr std::string_view kNames[] = {
         "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
         "x-real-ip",       "x-request-id",      "proxy-authorization",
         "expect"};
     for (auto n : kNames) {
-        if (iequals(name, n)) return true;
+        if (same_header_name(name, n)) return true;
     }
     return false;
 }
@@ -83,7 +95,7 @@ void append_forwarded_for(const http::Request& request, std::string_view client_
 bool is_removed(const std::vector<std::string>* removed, std::string_view name) {
     if (!removed) return false;
     for (const auto& n : *removed) {
-        if (iequals(n, name)) return true;
+        if (same_header_name(n, name)) return true;
     }
     return false;
 }

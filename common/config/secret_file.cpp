@@ -1,7 +1,10 @@
 #include "common/config/secret_file.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 
 namespace proxyd::config::detail {
@@ -22,22 +25,32 @@ std::string resolve_config_path(const std::string& config_file, const std::strin
 
 bool read_secret_file(const std::string& path, std::string& out, std::string& error) {
     out.clear();
-    FILE* f = std::fopen(path.c_str(), "rbe");
-    if (f == nullptr) {
+    // O_NONBLOCK and the regular-file check: a FIFO or a terminal named by mistake must not hang
+    // the config load (and with it `proxyd -t` or a reload).
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
         error = std::strerror(errno);
         return false;
     }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        error = "not a regular file";
+        return false;
+    }
     char buf[4096];
-    std::size_t n = 0;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-        out.append(buf, n);
+    for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) error = std::strerror(errno);
+        if (n <= 0) break;
+        out.append(buf, static_cast<std::size_t>(n));
         if (out.size() > kMaxSecretFile) {
             error = "larger than 64 KiB; is this the right file?";
             break;
         }
     }
-    if (error.empty() && std::ferror(f)) error = "read error";
-    std::fclose(f);
+    ::close(fd);
     while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
     if (error.empty() && out.empty()) error = "the file is empty";
     if (!error.empty()) out.clear();

@@ -164,11 +164,13 @@ TEST_SUITE("chunked") {
         CHECK(dec.data_remaining() == 255);
     }
 
-    TEST_CASE("sizes up to 16 hex digits, no overflow") {
+    TEST_CASE("sizes up to 16 hex digits and at most 2^63-1, no overflow") {
         ChunkedDecoder dec;
-        CHECK_FALSE(dec.parse_framing("FFFFFFFFFFFFFFFF\r\n", 18).error);
+        CHECK(dec.parse_framing("FFFFFFFFFFFFFFFF\r\n", 18).error);  // > 2^63-1: rejected
+        dec.reset();
+        CHECK_FALSE(dec.parse_framing("7FFFFFFFFFFFFFFF\r\n", 18).error);
         CHECK(dec.in_data());
-        CHECK(dec.data_remaining() == 0xFFFFFFFFFFFFFFFFULL);
+        CHECK(dec.data_remaining() == 0x7FFFFFFFFFFFFFFFULL);
         dec.reset();
         CHECK_FALSE(dec.parse_framing("000000000000000A\r\n", 18).error);
         CHECK(dec.data_remaining() == 10);

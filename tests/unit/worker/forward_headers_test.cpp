@@ -165,3 +165,43 @@ TEST_CASE("error response: JSON body with the request id, close when asked") {
     worker::build_error_response(400, "bad \"quote\"", info, out);
     CHECK(out.find(R"({"error": "bad request: bad \"quote\"")") != std::string::npos);
 }
+
+TEST_CASE("upstream head: underscore spellings of proxy-set headers and claim headers dropped") {
+    auto request = parse(
+        "GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nx_real_ip: 6.6.6.6\r\n"
+        "X-User-Id: forged\r\nX_User_Id: forged\r\nX-Other_Name: kept\r\n\r\n");
+    const std::vector<std::string> removed{"x-user-id"};
+    worker::UpstreamRequestInfo info;
+    info.path = "/";
+    info.client_ip = info.real_ip = "127.0.0.1";
+    info.request_id = "id";
+    info.removed_headers = &removed;
+    info.extra_lines = "X-User-Id: alice\r\n";
+    std::string head;
+    worker::build_upstream_request_head(request, info, head);
+    CHECK(head.find("6.6.6.6") == std::string::npos);
+    CHECK(head.find("forged") == std::string::npos);
+    CHECK(has_line(head, "X-User-Id: alice"));
+    CHECK(has_line(head, "X-Other_Name: kept"));
+    CHECK(has_line(head, "X-Forwarded-For: 127.0.0.1"));
+}
+
+TEST_CASE("client head: access lines added, upstream CORS headers replaced") {
+    auto response = parse_response(
+        "HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\n\r\n");
+    worker::ClientResponseInfo info;
+    info.framing = Framing::ContentLength;
+    info.request_id = "id";
+    info.extra_lines = "Access-Control-Allow-Origin: https://a.example\r\nRateLimit-Limit: 5\r\n";
+    info.replace_cors = true;
+    std::string head;
+    worker::build_client_response_head(response, info, head);
+    CHECK_FALSE(has_line(head, "Access-Control-Allow-Origin: *"));
+    CHECK(has_line(head, "Access-Control-Allow-Origin: https://a.example"));
+    CHECK(has_line(head, "RateLimit-Limit: 5"));
+    std::string bodiless;
+    worker::build_bodiless_response(204, info, bodiless);
+    CHECK(bodiless.rfind("HTTP/1.1 204 No Content\r\n", 0) == 0);
+    CHECK_FALSE(has_name(bodiless, "Content-Length"));
+    CHECK(has_line(bodiless, "RateLimit-Limit: 5"));
+}
