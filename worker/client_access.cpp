@@ -41,8 +41,8 @@ void append_line(std::string& out, std::string_view name, std::string_view value
 }
 
 std::chrono::milliseconds elapsed_since(std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::steady_clock::now() - start);
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 start);
 }
 
 }  // namespace
@@ -95,8 +95,7 @@ bool ClientConnection::read_proxy_header() {
 // slowloris client trickling a byte a second is cut after about the grace, not the full timeout,
 // while a normal head (one packet) never meets the rule.
 void ClientConnection::on_head_timer() {
-    if ((evbuffer_get_length(stream_.in()) == 0 && !head_timer_armed_) ||
-        awaiting_proxy_header_) {
+    if ((evbuffer_get_length(stream_.in()) == 0 && !head_timer_armed_) || awaiting_proxy_header_) {
         // Idle keep-alive or never-used connection, or a balancer that never finished its PROXY
         // header: nothing to answer, nobody to answer to.
         close();
@@ -110,8 +109,9 @@ void ClientConnection::on_head_timer() {
     }
     const std::size_t rate = server.limits.min_request_rate;
     const std::size_t received = evbuffer_get_length(stream_.in());
-    const auto allowed = server.timeouts.min_rate_grace +
-                         std::chrono::milliseconds(received * 1000 / std::max<std::size_t>(rate, 1));
+    const auto allowed =
+        server.timeouts.min_rate_grace +
+        std::chrono::milliseconds(received * 1000 / std::max<std::size_t>(rate, 1));
     if (rate > 0 && elapsed >= allowed) {
         fail(Failure::HeadTimeout, "request head arriving too slowly");
         return;
@@ -131,7 +131,12 @@ bool ClientConnection::check_access(const http::Request& request) {
     if (route.cors.enabled) {
         if (answer_preflight(request)) return false;
         const std::string_view origin = header_value(request, "origin");
-        if (!origin.empty()) append_actual_headers(route.cors, origin, ex.access_headers);
+        // A response without CORS headers still depends on the origin: shared caches must not
+        // hand it to an allowed origin.
+        if (!origin.empty() && !append_actual_headers(route.cors, origin, ex.access_headers) &&
+            varies_by_origin(route.cors)) {
+            ex.access_headers.append("Vary: Origin\r\n");
+        }
         ex.replace_cors = true;
     }
     if (!authenticate(request)) return false;

@@ -1060,8 +1060,8 @@ void ClientConnection::send_bodiless(int status) {
     ex.status = status;
     ClientResponseInfo info;
     info.client_version_minor = ex.version_minor;
-    info.keep_alive = ex.keep_alive && ex.request_done && !worker_.draining() &&
-                      !close_after_response_;
+    info.keep_alive =
+        ex.keep_alive && ex.request_done && !worker_.draining() && !close_after_response_;
     info.request_id = ex.request_id;
     info.extra_headers = &worker_.config().server.response_headers;
     info.extra_lines = ex.access_headers;

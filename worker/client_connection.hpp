@@ -34,20 +34,20 @@ class Worker;
 // What went wrong, classified once: where it came from decides the status and whether the
 // client connection survives.
 enum class Failure {
-    BadRequest,       // 400, or the parser's status (414, 431, 505)
-    NoRoute,          // 404
-    Unauthorized,     // 401: no token, or one that does not verify (WWW-Authenticate added)
-    Forbidden,        // 403: the token lacks the route's roles, or a CORS origin is refused
-    RateLimited,      // 429 (Retry-After added)
-    LimitUnavailable, // 503: the Redis rate-limit store failed and on_redis_error = "deny"
-    HeadTimeout,      // 408
-    BodyTimeout,      // 408 before the response started
-    BodyTooLarge,     // 413
-    NoServer,         // 503: the upstream has no server
-    UpstreamFailed,   // 502: refused, reset, or an invalid response
-    UpstreamTimeout,  // 504: no response head in time
-    UpstreamAborted,  // the response broke off after it started: close the client
-    ClientGone,       // the client closed or reset: close the upstream
+    BadRequest,        // 400, or the parser's status (414, 431, 505)
+    NoRoute,           // 404
+    Unauthorized,      // 401: no token, or one that does not verify (WWW-Authenticate added)
+    Forbidden,         // 403: the token lacks the route's roles, or a CORS origin is refused
+    RateLimited,       // 429 (Retry-After added)
+    LimitUnavailable,  // 503: the Redis rate-limit store failed and on_redis_error = "deny"
+    HeadTimeout,       // 408
+    BodyTimeout,       // 408 before the response started
+    BodyTooLarge,      // 413
+    NoServer,          // 503: the upstream has no server
+    UpstreamFailed,    // 502: refused, reset, or an invalid response
+    UpstreamTimeout,   // 504: no response head in time
+    UpstreamAborted,   // the response broke off after it started: close the client
+    ClientGone,        // the client closed or reset: close the upstream
 };
 
 // Per-request state. Recycled through the worker's free list, so its strings keep their capacity

@@ -17,7 +17,7 @@ namespace {
 
 using detail::Reader;
 
-constexpr std::string_view kTopKeys[] = {"server", "upstreams", "routes",
+constexpr std::string_view kTopKeys[] = {"server", "upstreams",   "routes",
                                          "auth",   "rate_limits", "log"};
 constexpr std::string_view kTopLater[] = {"tls", "cache", "compression", "metrics", "admin"};
 constexpr std::string_view kLogKeys[] = {"level", "format", "error_log", "access_log"};

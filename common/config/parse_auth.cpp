@@ -17,14 +17,16 @@ namespace {
 
 constexpr std::string_view kAuthKeys[] = {"jwt"};
 constexpr std::string_view kJwtKeys[] = {
-    "algorithms", "secret_file", "public_key_file", "keys",           "issuer",       "audience",
-    "leeway",     "roles_claim", "forward_claims",  "cache_entries"};
+    "algorithms", "secret_file", "public_key_file", "keys",           "issuer",
+    "audience",   "leeway",      "roles_claim",     "forward_claims", "cache_entries"};
 constexpr std::string_view kKeyEntryKeys[] = {"kid", "secret_file", "public_key_file"};
 constexpr std::string_view kAlgorithms[] = {"HS256", "HS384", "HS512", "RS256",
                                             "RS384", "RS512", "ES256", "ES384"};
 constexpr std::int64_t kMaxCacheEntries = 10'000'000;
 
-bool is_hmac(std::string_view alg) { return alg.starts_with("HS"); }
+bool is_hmac(std::string_view alg) {
+    return alg.starts_with("HS");
+}
 
 bool parses_as_public_key(const std::string& pem) {
     BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
@@ -137,7 +139,8 @@ void check_key_families(Reader& r, const toml::node& jwt, JwtAuth& out) {
     for (const JwtKey& key : out.keys) {
         const bool secret = key.kind == JwtKey::Kind::Secret;
         if (secret && !wants_hmac) {
-            r.error(key.loc, "a secret is only used by HS* algorithms, and \"algorithms\" has none");
+            r.error(key.loc,
+                    "a secret is only used by HS* algorithms, and \"algorithms\" has none");
         } else if (!secret && !wants_public) {
             r.error(key.loc,
                     "a public key is only used by RS*/ES* algorithms, and \"algorithms\" has none");

@@ -46,8 +46,10 @@ void parse_key(Reader& r, const toml::node& node, RateLimit& out) {
         out.key = RateLimit::KeyKind::JwtClaim;
         out.key_name = name;
     } else {
-        r.error(node, "rate limit \"key\" must be one of \"ip\", \"header:NAME\", \"jwt:CLAIM\", "
-                      "got " + quote(*text) + did_you_mean(*text, kKeyForms));
+        r.error(node,
+                "rate limit \"key\" must be one of \"ip\", \"header:NAME\", \"jwt:CLAIM\", "
+                "got " +
+                    quote(*text) + did_you_mean(*text, kKeyForms));
     }
 }
 

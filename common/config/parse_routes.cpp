@@ -11,14 +11,21 @@ namespace proxyd::config::detail {
 
 namespace {
 
-constexpr std::string_view kRouteKeys[] = {
-    "path",          "path_exact",        "host",        "methods", "upstream",
-    "strip_prefix",  "websocket_balance", "sse_balance", "auth_required", "roles",
-    "rate_limit",    "cors"};
+constexpr std::string_view kRouteKeys[] = {"path",
+                                           "path_exact",
+                                           "host",
+                                           "methods",
+                                           "upstream",
+                                           "strip_prefix",
+                                           "websocket_balance",
+                                           "sse_balance",
+                                           "auth_required",
+                                           "roles",
+                                           "rate_limit",
+                                           "cors"};
 constexpr std::string_view kRouteLater[] = {"protocol", "cache", "compress"};
-constexpr std::string_view kCorsKeys[] = {"allowed_origins", "allowed_methods",
-                                          "allowed_headers", "expose_headers",
-                                          "allow_credentials", "max_age"};
+constexpr std::string_view kCorsKeys[] = {"allowed_origins", "allowed_methods",   "allowed_headers",
+                                          "expose_headers",  "allow_credentials", "max_age"};
 constexpr std::string_view kWhere = "in [[routes]]";
 
 // Why `path` cannot be matched against request targets, or "" when it can.
@@ -155,7 +162,7 @@ std::string origin_problem(const std::string& origin) {
         }
         host.resize(colon);
     }
-    if (host.starts_with("*.")) host = host.substr(2);
+    if (host.starts_with("*.")) host.erase(0, 2);
     return valid_host_name(host) || (host.front() == '[' && host.back() == ']')
                ? ""
                : "has an invalid host (\"*\" only as a first label: \"https://*.example.com\")";
@@ -172,8 +179,9 @@ void parse_token_list(Reader& r, const toml::table& t, std::string_view key, boo
         if (is_token(item.value)) {
             out.push_back(upper_case ? upper(item.value) : item.value);
         } else {
-            r.error(*item.node, "\"" + std::string(key) + "\": " + quote(item.value) +
-                                    " is not a valid name");
+            std::string message = quote(key);
+            message.append(": ").append(quote(item.value)).append(" is not a valid name");
+            r.error(*item.node, std::move(message));
         }
     }
 }

@@ -13,10 +13,9 @@ namespace proxyd::config::detail {
 namespace {
 
 constexpr std::string_view kServerKeys[] = {
-    "listen",          "workers",          "control_socket",   "pid_file",
-    "max_connections", "shutdown_timeout", "real_ip_header",   "trusted_proxies",
-    "timeouts",        "limits",           "response_headers", "hosts_file",
-    "proxy_protocol"};
+    "listen",           "workers",        "control_socket",  "pid_file", "max_connections",
+    "shutdown_timeout", "real_ip_header", "trusted_proxies", "timeouts", "limits",
+    "response_headers", "hosts_file",     "proxy_protocol"};
 constexpr std::string_view kServerLater[] = {"user", "group", "state_file", "h2c"};
 constexpr std::string_view kTimeoutKeys[] = {
     "header",        "body",        "keepalive",     "upstream_connect", "upstream_response",

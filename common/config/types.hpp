@@ -111,14 +111,14 @@ struct RetryPolicy {
 };
 
 struct UpstreamServer {
-    std::string id;  // defaults to address text
+    std::string id;         // defaults to address text
     SocketAddress address;  // numeric; for a name, filled per resolved record
     std::string hostname;   // non-empty when the address was written as a DNS name
     std::uint16_t port = 0;
     int weight = 1;
     int max_connections = 0;  // 0 = unlimited; in-flight requests across all workers
     bool backup = false;      // used only when no primary server is healthy
-    SourceLoc id_loc;  // where the id (or, without one, the address) is written
+    SourceLoc id_loc;         // where the id (or, without one, the address) is written
     // Index of this server's shared state (common/shm/upstream_state.hpp), set by the master.
     std::uint32_t state_index = 0;
 };
@@ -130,7 +130,7 @@ struct Upstream {
     int keepalive = 32;  // idle pooled connections per worker per server
     std::vector<UpstreamServer> servers;
     Millis resolve_interval{30'000};
-    Millis slow_start{0};     // 0 = off
+    Millis slow_start{0};       // 0 = off
     std::string sticky_cookie;  // empty = no sticky sessions
     HealthCheck health_check;
     RetryPolicy retry;
@@ -167,11 +167,11 @@ struct Route {
     bool has_sse_balance = false;
     Balance sse_balance = Balance::RoundRobin;
     // Access phase.
-    bool auth_required = false;          // a valid JWT ([auth.jwt]) is needed
-    std::vector<std::string> roles;      // the token must carry one of these (empty = any)
-    std::string rate_limit;              // name of a [rate_limits.NAME]; empty = none
+    bool auth_required = false;      // a valid JWT ([auth.jwt]) is needed
+    std::vector<std::string> roles;  // the token must carry one of these (empty = any)
+    std::string rate_limit;          // name of a [rate_limits.NAME]; empty = none
     SourceLoc rate_limit_loc;
-    std::size_t rate_limit_index = 0;    // into Config::rate_limits, set by validation
+    std::size_t rate_limit_index = 0;  // into Config::rate_limits, set by validation
     Cors cors;
     SourceLoc loc;
 };
@@ -210,8 +210,8 @@ struct RateLimit {
     int requests_per_minute = 60;
     int burst = 1;  // bucket capacity: a quiet key may make this many requests at once
     Store store = Store::Local;
-    SocketAddress redis;         // store = "redis"
-    std::string redis_password;  // from redis_password_file; secret
+    SocketAddress redis;            // store = "redis"
+    std::string redis_password;     // from redis_password_file; secret
     bool redis_error_allow = true;  // on_redis_error: allow | deny (503)
     Millis redis_timeout{250};
     SourceLoc loc;

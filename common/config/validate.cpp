@@ -66,9 +66,9 @@ void resolve_route(const Config& config, Route& route, std::vector<ConfigError>&
 void resolve_rate_limit(const Config& config, Route& route, std::vector<ConfigError>& errors) {
     if (route.rate_limit.empty()) return;
     const auto& limits = config.rate_limits;
-    const auto it = std::lower_bound(
-        limits.begin(), limits.end(), route.rate_limit,
-        [](const RateLimit& l, const std::string& name) { return l.name < name; });
+    const auto it =
+        std::lower_bound(limits.begin(), limits.end(), route.rate_limit,
+                         [](const RateLimit& l, const std::string& name) { return l.name < name; });
     if (it != limits.end() && it->name == route.rate_limit) {
         route.rate_limit_index = static_cast<std::size_t>(it - limits.begin());
         return;
@@ -93,8 +93,9 @@ void check_needs_jwt(const Config& config, std::vector<ConfigError>& errors) {
     for (const RateLimit& limit : config.rate_limits) {
         if (limit.key == RateLimit::KeyKind::JwtClaim) {
             add(errors, config, limit.loc,
-                "[rate_limits." + limit.name + "] is keyed by a JWT claim but there is no "
-                "[auth.jwt] table");
+                "[rate_limits." + limit.name +
+                    "] is keyed by a JWT claim but there is no "
+                    "[auth.jwt] table");
         }
     }
 }

@@ -163,6 +163,10 @@ def main():
             if ok:
                 passed += 1
                 print("PASS %s (%.1fs)" % (name, elapsed), flush=True)
+                # A passing test may report measurements: its lines starting with "report:".
+                for line in text.splitlines():
+                    if line.startswith("report:"):
+                        print("    " + line, flush=True)
             else:
                 failed += 1
                 print("FAIL %s: %s (%.1fs)" % (name, reason_of(text), elapsed))

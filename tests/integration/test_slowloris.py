@@ -212,7 +212,7 @@ def test_slowloris_min_rate(t):
         "limits": {"min_request_rate": 512},
     })
     base = _normal_client(px)
-    print("baseline (no attack):   %s" % _summary(base))
+    print("report: baseline (no attack):   %s" % _summary(base))
 
     attack = Attack(px.port, ATTACK_CONNECTIONS)
     t_attack = time.monotonic()
@@ -222,7 +222,7 @@ def test_slowloris_min_rate(t):
                            msg="1000 slowloris connections not established within 5s")
         setup = time.monotonic() - t_attack
         under = _normal_client(px)
-        print("under attack (%d slow connections): %s" % (ATTACK_CONNECTIONS, _summary(under)))
+        print("report: under attack (%d slow connections): %s" % (ATTACK_CONNECTIONS, _summary(under)))
         # let the first generation finish, then stop replacing closed connections
         harness.wait_until(
             lambda: sum(1 for g, _ in attack.lifetimes if g == 0) >= ATTACK_CONNECTIONS,
@@ -237,9 +237,9 @@ def test_slowloris_min_rate(t):
         first = sorted(life for g, life in attack.lifetimes if g == 0)
         total = len(attack.lifetimes)
         w408, silent, errs = attack.closed_with_408, attack.closed_silently, attack.connect_errors
-    print("attack: %d connections in %.2fs; %d closed by the proxy (%d with 408, %d silently), "
+    print("report: attack: %d connections in %.2fs; %d closed by the proxy (%d with 408, %d silently), "
           "%d connect errors" % (ATTACK_CONNECTIONS, setup, total, w408, silent, errs))
-    print("first-generation lifetime: min %.2fs, median %.2fs, max %.2fs (grace %.0fs, header "
+    print("report: first-generation lifetime: min %.2fs, median %.2fs, max %.2fs (grace %.0fs, header "
           "timeout %.0fs)" % (first[0], _percentile(first, 50), first[-1], GRACE, HEADER_TIMEOUT))
 
     assert errs <= ATTACK_CONNECTIONS // 100, "%d slowloris connects failed" % errs

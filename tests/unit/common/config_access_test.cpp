@@ -32,7 +32,8 @@ struct ConfigDir {
     std::string errors(std::string text) {
         std::string out;
         for (const ConfigError& e : load(std::move(text)).errors) {
-            out += e.format().substr(path.size() + 1 + std::string_view("test.toml:").size()) + "\n";
+            out +=
+                e.format().substr(path.size() + 1 + std::string_view("test.toml:").size()) + "\n";
         }
         return out;
     }
@@ -59,7 +60,8 @@ TEST_CASE("auth.jwt: keys are read relative to the config, trailing newline trim
 [auth.jwt]
 algorithms = ["hs256", "RS256"]
 keys = [ { kid = "old", secret_file = "jwt.secret" },
-         { kid = "new", public_key_file = ")" + repo_file("tests/data/jwt/rsa.pub.pem") + R"(" } ]
+         { kid = "new", public_key_file = ")" +
+                                 repo_file("tests/data/jwt/rsa.pub.pem") + R"(" } ]
 issuer = "https://auth.test"
 audience = "proxyd"
 leeway = "30s"
@@ -242,8 +244,9 @@ min_request_rate = "1KiB"
     CHECK(result.config->server.proxy_protocol);
     CHECK(result.config->server.timeouts.min_rate_grace == 3s);
     CHECK(result.config->server.limits.min_request_rate == 1024);
-    const auto off = dir.load("[server]\nlisten = [\"127.0.0.1:1\"]\n[server.limits]\n"
-                              "min_request_rate = 0\n");
+    const auto off = dir.load(
+        "[server]\nlisten = [\"127.0.0.1:1\"]\n[server.limits]\n"
+        "min_request_rate = 0\n");
     REQUIRE(off.config.has_value());
     CHECK(off.config->server.limits.min_request_rate == 0);
 }
