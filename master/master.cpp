@@ -613,7 +613,12 @@ nlohmann::json Master::totals_json() const {
             {"connections", connections},
             {"auth_failures", auth_failures},
             {"rate_limited", rate_limited},
-            {"rate_limit_store_errors", rate_limit_errors}};
+            {"rate_limit_store_errors", rate_limit_errors},
+            {"rate_limit_table",
+             {{"decisions", rate_limits_->counters.decisions.load(std::memory_order_relaxed)},
+              {"denials", rate_limits_->counters.denials.load(std::memory_order_relaxed)},
+              {"evictions", rate_limits_->counters.evictions.load(std::memory_order_relaxed)},
+              {"fail_open", rate_limits_->counters.fail_open.load(std::memory_order_relaxed)}}}};
 }
 
 // The shared view of every upstream server, as the workers see it.

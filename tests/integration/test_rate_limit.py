@@ -143,7 +143,7 @@ def test_rate_limit_local_exact_across_workers(t):
     resps, elapsed = _burst(px.port, 50, 2)
     ok = [r for r in resps if r.status == 200]
     denied = [r for r in resps if r.status != 200]
-    print("%d allowed, %d denied in %.3fs (2 workers, burst 20)" % (
+    print("report: %d allowed, %d denied in %.3fs (2 workers, burst 20)" % (
         len(ok), len(denied), elapsed))
     refills = int(elapsed)        # one token per second after the first request
     assert 20 <= len(ok) <= 20 + refills, "%d allowed in %.2fs, burst 20" % (len(ok), elapsed)
@@ -157,6 +157,9 @@ def test_rate_limit_local_exact_across_workers(t):
         assert sorted(_ints(r, "RateLimit-Remaining") for r in ok) == list(range(20))
     assert be.served == len(ok), "the backend saw %d requests, %d were allowed" % (
         be.served, len(ok))
+    totals = px.status_json()["totals"]
+    assert totals["rate_limited"] == len(denied), totals
+    assert totals["rate_limit_table"]["denials"] == len(denied), totals
 
 
 # ----------------------------------------------------------------------------------------------
