@@ -167,9 +167,11 @@ TEST_CASE("error response: JSON body with the request id, close when asked") {
 }
 
 TEST_CASE("upstream head: underscore spellings of proxy-set headers and claim headers dropped") {
-    auto request = parse(
+    // The parsed views point into `text`: it must outlive `request`.
+    const std::string text =
         "GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nx_real_ip: 6.6.6.6\r\n"
-        "X-User-Id: forged\r\nX_User_Id: forged\r\nX-Other_Name: kept\r\n\r\n");
+        "X-User-Id: forged\r\nX_User_Id: forged\r\nX-Other_Name: kept\r\n\r\n";
+    auto request = parse(text);
     const std::vector<std::string> removed{"x-user-id"};
     worker::UpstreamRequestInfo info;
     info.path = "/";
@@ -187,8 +189,9 @@ TEST_CASE("upstream head: underscore spellings of proxy-set headers and claim he
 }
 
 TEST_CASE("client head: access lines added, upstream CORS headers replaced") {
-    auto response = parse_response(
-        "HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\n\r\n");
+    const std::string text =
+        "HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: 0\r\n\r\n";
+    auto response = parse_response(text);
     worker::ClientResponseInfo info;
     info.framing = Framing::ContentLength;
     info.request_id = "id";
