@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include "common/config/text.hpp"
+#include "worker/forward_headers.hpp"
 
 namespace proxyd::worker {
 
@@ -12,10 +13,7 @@ namespace {
 void append_number_header(std::string& out, std::string_view name, std::int64_t value) {
     char buf[24];
     const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
-    out.append(name);
-    out.append(": ");
-    out.append(buf, end);
-    out.append("\r\n");
+    append_header(out, name, std::string_view(buf, static_cast<std::size_t>(end - buf)));
 }
 
 }  // namespace

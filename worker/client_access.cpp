@@ -16,30 +16,6 @@ namespace proxyd::worker {
 
 namespace {
 
-std::string_view header_value(const http::Request& request, std::string_view name) {
-    for (std::size_t i = 0; i < request.header_count; ++i) {
-        if (http::iequals(request.headers[i].name, name)) return request.headers[i].value;
-    }
-    return {};
-}
-
-// A claim value becomes a header value only if it cannot break the head: no CR, LF or other
-// control bytes (a token's claims are the client's data, even when signed by the issuer).
-bool safe_header_value(std::string_view value) {
-    for (char ch : value) {
-        const auto c = static_cast<unsigned char>(ch);
-        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-    }
-    return true;
-}
-
-void append_line(std::string& out, std::string_view name, std::string_view value) {
-    out.append(name);
-    out.append(": ");
-    out.append(value);
-    out.append("\r\n");
-}
-
 std::chrono::milliseconds elapsed_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                  start);
@@ -72,17 +48,7 @@ bool ClientConnection::read_proxy_header() {
         case net::ProxyHeaderStatus::Done:
             break;
     }
-    if (!header.local) {
-        if (header.source.ss_family == AF_INET) {
-            const auto* v4 = reinterpret_cast<const sockaddr_in*>(&header.source);
-            ::inet_ntop(AF_INET, &v4->sin_addr, peer_ip_, sizeof peer_ip_);
-            peer_port_ = ntohs(v4->sin_port);
-        } else if (header.source.ss_family == AF_INET6) {
-            const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&header.source);
-            ::inet_ntop(AF_INET6, &v6->sin6_addr, peer_ip_, sizeof peer_ip_);
-            peer_port_ = ntohs(v6->sin6_port);
-        }
-    }
+    if (!header.local) set_peer(header.source);
     evbuffer_drain(in, header.length);
     awaiting_proxy_header_ = false;
     return true;
@@ -130,7 +96,7 @@ bool ClientConnection::check_access(const http::Request& request) {
     const auto& route = *ex.route;
     if (route.cors.enabled) {
         if (answer_preflight(request)) return false;
-        const std::string_view origin = header_value(request, "origin");
+        const std::string_view origin = http::find_header(request, "origin");
         // A response without CORS headers still depends on the origin: shared caches must not
         // hand it to an allowed origin.
         if (!origin.empty() && !append_actual_headers(route.cors, origin, ex.access_headers) &&
@@ -147,7 +113,7 @@ bool ClientConnection::check_access(const http::Request& request) {
             ex.rate_key.assign(ex.real_ip);
             break;
         case config::RateLimit::KeyKind::Header:
-            ex.rate_key.assign(header_value(request, limit.key_name));
+            ex.rate_key.assign(http::find_header(request, limit.key_name));
             break;
         case config::RateLimit::KeyKind::JwtClaim:
             break;  // set by authenticate()
@@ -158,9 +124,9 @@ bool ClientConnection::check_access(const http::Request& request) {
 // True when the request was a preflight and has been answered (204, or 403 for a refused origin).
 bool ClientConnection::answer_preflight(const http::Request& request) {
     auto& ex = *exchange_;
-    CorsRequest cors{request.method, header_value(request, "origin"),
-                     header_value(request, "access-control-request-method"),
-                     header_value(request, "access-control-request-headers")};
+    CorsRequest cors{request.method, http::find_header(request, "origin"),
+                     http::find_header(request, "access-control-request-method"),
+                     http::find_header(request, "access-control-request-headers")};
     if (!is_preflight(cors)) return false;
     const bool allowed = append_preflight_headers(ex.route->cors, cors, ex.access_headers);
     evbuffer_drain(stream_.in(), request.head_length);
@@ -186,7 +152,7 @@ bool ClientConnection::authenticate(const http::Request& request) {
     }
     if (jwt == nullptr || (!route.auth_required && claim_limit == nullptr)) return true;
 
-    const std::string_view token = bearer_token(header_value(request, "authorization"));
+    const std::string_view token = bearer_token(http::find_header(request, "authorization"));
     AuthFailure failure = AuthFailure::Missing;
     const VerifiedToken* verified =
         token.empty() ? nullptr : jwt->verify(token, std::time(nullptr), failure);
@@ -215,10 +181,10 @@ bool ClientConnection::authenticate(const http::Request& request) {
     if (route.auth_required) {
         const auto& forward = worker_.config().jwt.forward_claims;
         for (std::size_t i = 0; i < forward.size() && i < verified->forwarded_values.size(); ++i) {
+            // The verifier has already turned control bytes into spaces: a value cannot break
+            // the head.
             const std::string& value = verified->forwarded_values[i];
-            if (!value.empty() && safe_header_value(value)) {
-                append_line(ex.claim_headers, forward[i].second, value);
-            }
+            if (!value.empty()) append_header(ex.claim_headers, forward[i].second, value);
         }
     }
     if (claim_limit != nullptr) {

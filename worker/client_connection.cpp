@@ -35,13 +35,6 @@ void append_chunk_header(evbuffer* out, std::size_t n) {
     evbuffer_add(out, buf, static_cast<std::size_t>(len));
 }
 
-std::string_view find_header(const http::Request& request, std::string_view name) {
-    for (std::size_t i = 0; i < request.header_count; ++i) {
-        if (http::iequals(request.headers[i].name, name)) return request.headers[i].value;
-    }
-    return {};
-}
-
 // The value of cookie `name` in the request's Cookie headers ("a=1; b=2").
 std::string_view find_cookie(const http::Request& request, std::string_view name) {
     for (std::size_t i = 0; i < request.header_count; ++i) {
@@ -59,6 +52,45 @@ std::string_view find_cookie(const http::Request& request, std::string_view name
         }
     }
     return {};
+}
+
+// What the client gets for a failure: the status (0 = none, close the connection) and whether
+// the connection must close after it.
+struct FailureResponse {
+    int status;
+    bool close;
+};
+
+constexpr FailureResponse response_to(Failure failure) {
+    switch (failure) {
+        case Failure::BadRequest:
+            return {400, true};
+        case Failure::NoRoute:
+            return {404, false};
+        case Failure::Unauthorized:
+            return {401, false};
+        case Failure::Forbidden:
+            return {403, false};
+        case Failure::RateLimited:
+            return {429, false};
+        case Failure::LimitUnavailable:
+            return {503, false};
+        case Failure::HeadTimeout:
+        case Failure::BodyTimeout:
+            return {408, true};
+        case Failure::BodyTooLarge:
+            return {413, true};
+        case Failure::NoServer:
+            return {503, false};
+        case Failure::UpstreamFailed:
+            return {502, false};
+        case Failure::UpstreamTimeout:
+            return {504, false};
+        case Failure::UpstreamAborted:
+        case Failure::ClientGone:
+            return {0, true};
+    }
+    return {0, true};
 }
 
 // Chunk framing is parsed from the front of the buffer; usually the first chain holds it all.
@@ -123,6 +155,12 @@ void Exchange::reset() {
 ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer)
     : worker_(worker), awaiting_proxy_header_(worker.config().server.proxy_protocol) {
     stream_.open(worker.base(), std::move(fd), on_read_event, on_write_event, on_timer_event, this);
+    set_peer(peer);
+}
+
+// The client's address for logs, forwarding headers and keys: the TCP peer, or the source of a
+// PROXY protocol header. Other families (a LOCAL header's AF_UNSPEC) leave it unchanged.
+void ClientConnection::set_peer(const sockaddr_storage& peer) {
     if (peer.ss_family == AF_INET) {
         auto* v4 = reinterpret_cast<const sockaddr_in*>(&peer);
         ::inet_ntop(AF_INET, &v4->sin_addr, peer_ip_, sizeof peer_ip_);
@@ -387,10 +425,11 @@ void ClientConnection::prepare_balancing(const http::Request& request) {
     const auto& route = *ex.route;
     ex.algorithm = upstream.balance;
     if (route.has_websocket_balance &&
-        http::iequals(find_header(request, "upgrade"), "websocket")) {
+        http::iequals(http::find_header(request, "upgrade"), "websocket")) {
         ex.algorithm = route.websocket_balance;
     } else if (route.has_sse_balance &&
-               find_header(request, "accept").find("text/event-stream") != std::string_view::npos) {
+               http::find_header(request, "accept").find("text/event-stream") !=
+                   std::string_view::npos) {
         ex.algorithm = route.sse_balance;
     }
     std::string_view key = ex.real_ip;
@@ -401,7 +440,7 @@ void ClientConnection::prepare_balancing(const http::Request& request) {
             key = request.path;
             break;
         case config::HashKey::Kind::Header:
-            key = find_header(request, upstream.hash_key.name);
+            key = http::find_header(request, upstream.hash_key.name);
             break;
         case config::HashKey::Kind::Cookie:
             key = find_cookie(request, upstream.hash_key.name);
@@ -970,50 +1009,11 @@ void ClientConnection::fail(Failure failure, std::string_view detail, int parser
         worker_.access().cancel_redis(ex.rate_ticket);
         ex.rate_ticket = 0;
     }
-    int status = 0;
-    bool must_close = !ex.request_done;  // an unread body can't be skipped reliably
-    switch (failure) {
-        case Failure::BadRequest:
-            status = parser_status ? parser_status : 400;
-            must_close = true;
-            break;
-        case Failure::NoRoute:
-            status = 404;
-            break;
-        case Failure::Unauthorized:
-            status = 401;
-            break;
-        case Failure::Forbidden:
-            status = 403;
-            break;
-        case Failure::RateLimited:
-            status = 429;
-            break;
-        case Failure::LimitUnavailable:
-            status = 503;
-            break;
-        case Failure::HeadTimeout:
-        case Failure::BodyTimeout:
-            status = 408;
-            must_close = true;
-            break;
-        case Failure::BodyTooLarge:
-            status = 413;
-            must_close = true;
-            break;
-        case Failure::NoServer:
-            status = 503;
-            break;
-        case Failure::UpstreamFailed:
-            status = 502;
-            break;
-        case Failure::UpstreamTimeout:
-            status = 504;
-            break;
-        case Failure::UpstreamAborted:
-        case Failure::ClientGone:
-            break;
-    }
+    const FailureResponse response = response_to(failure);
+    const int status =
+        failure == Failure::BadRequest && parser_status ? parser_status : response.status;
+    // An unread body can't be skipped reliably.
+    const bool must_close = response.close || !ex.request_done;
     if (status >= 500 || failure == Failure::UpstreamAborted) {
         const char* upstream_name =
             ex.route ? worker_.config().upstreams[ex.upstream_index].name.c_str() : "-";

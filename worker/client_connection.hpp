@@ -143,6 +143,7 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     void on_readable();
     void on_writable();
     void on_timer();
+    void set_peer(const sockaddr_storage& peer);
     void on_head_timer();
     void process_input();
 

@@ -16,13 +16,6 @@ void append_number(std::string& out, std::uint64_t n) {
     out.append(buf, end);
 }
 
-void append_header(std::string& out, std::string_view name, std::string_view value) {
-    out += name;
-    out += ": ";
-    out += value;
-    out += "\r\n";
-}
-
 // Headers named by any Connection header are hop-by-hop too.
 bool named_by_connection(const http::Header* headers, std::size_t count, std::string_view name) {
     for (std::size_t i = 0; i < count; ++i) {
@@ -129,6 +122,13 @@ void append_connection(const ClientResponseInfo& info, std::string& out) {
 }
 
 }  // namespace
+
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+    out += name;
+    out += ": ";
+    out += value;
+    out += "\r\n";
+}
 
 void build_upstream_request_head(const http::Request& request, const UpstreamRequestInfo& info,
                                  std::string& out) {

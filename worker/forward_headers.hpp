@@ -41,6 +41,9 @@ struct UpstreamRequestInfo {
     std::string_view extra_lines;  // complete "Name: value\r\n" lines added by the proxy
 };
 
+// Appends one "Name: value\r\n" line.
+void append_header(std::string& out, std::string_view name, std::string_view value);
+
 void build_upstream_request_head(const http::Request& request, const UpstreamRequestInfo& info,
                                  std::string& out);
 

@@ -22,13 +22,6 @@ constexpr std::string_view kKeyForms[] = {"ip", "header:NAME", "jwt:CLAIM"};
 constexpr std::int64_t kMaxPerMinute = 1'000'000;
 constexpr std::int64_t kMaxBurst = 1'000'000;
 
-bool valid_limit_name(std::string_view name) {
-    return !name.empty() && std::all_of(name.begin(), name.end(), [](char ch) {
-        const auto c = static_cast<unsigned char>(ch);
-        return std::isalnum(c) || c == '_' || c == '-' || c == '.';
-    });
-}
-
 void parse_key(Reader& r, const toml::node& node, RateLimit& out) {
     const auto text = r.string(node, "key");
     if (!text) return;
@@ -112,7 +105,7 @@ void parse_rate_limits(Reader& r, const toml::node& node, std::vector<RateLimit>
     if (limits == nullptr) return;
     for (auto&& [key, value] : *limits) {
         const std::string_view name = key.str();
-        if (!valid_limit_name(name)) {
+        if (!is_plain_name(name)) {
             r.error(loc_of(key), "invalid rate limit name " + quote(name) +
                                      "; use letters, digits, \"_\", \"-\" and \".\"");
             continue;

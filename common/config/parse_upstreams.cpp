@@ -35,14 +35,6 @@ constexpr int kMaxRetryAttempts = 10;
 constexpr std::size_t kMaxHostName = 253;
 constexpr std::size_t kMaxLabel = 63;
 
-// Names end up in metric labels, admin API URLs and log lines: keep them plain.
-bool valid_upstream_name(std::string_view name) {
-    return !name.empty() && std::all_of(name.begin(), name.end(), [](char ch) {
-        const auto c = static_cast<unsigned char>(ch);
-        return std::isalnum(c) || c == '_' || c == '-' || c == '.';
-    });
-}
-
 // "1h", "2m", "5s" or "250ms": a duration as the config would write it.
 std::string format_duration(Millis d) {
     const auto ms = d.count();
@@ -407,7 +399,7 @@ void parse_upstreams(Reader& r, const toml::node& node, std::vector<Upstream>& o
     if (upstreams == nullptr) return;
     for (auto&& [key, value] : *upstreams) {
         const std::string_view name = key.str();
-        if (!valid_upstream_name(name)) {
+        if (!is_plain_name(name)) {
             r.error(loc_of(key), "invalid upstream name " + quote(name) +
                                      "; use letters, digits, \"_\", \"-\" and \".\"");
             continue;

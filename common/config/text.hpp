@@ -44,6 +44,15 @@ inline bool is_token(std::string_view text) {
     });
 }
 
+// Names that end up in metric labels, admin API URLs and log lines (upstreams, rate limits):
+// letters, digits, "_", "-" and ".".
+inline bool is_plain_name(std::string_view name) {
+    return !name.empty() && std::all_of(name.begin(), name.end(), [](char ch) {
+        const auto c = static_cast<unsigned char>(ch);
+        return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+    });
+}
+
 inline std::string lower(std::string_view text) {
     std::string out(text);
     for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

@@ -21,6 +21,13 @@ bool iequals(std::string_view a, std::string_view b) {
     return true;
 }
 
+std::string_view find_header(const Request& request, std::string_view name) {
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        if (iequals(request.headers[i].name, name)) return request.headers[i].value;
+    }
+    return {};
+}
+
 bool list_contains_token(std::string_view list, std::string_view token) {
     bool found = false;
     detail::for_each_list_element(list, [&](std::string_view element) {
