@@ -119,6 +119,13 @@ struct UpstreamServer {
     int max_connections = 0;  // 0 = unlimited; in-flight requests across all workers
     bool backup = false;      // used only when no primary server is healthy
     SourceLoc id_loc;         // where the id (or, without one, the address) is written
+    // Reached over TLS: verified against ca_pem (or the system store) unless verify = false,
+    // with `sni` (default: the hostname, or none for an IP) as server name and verified name.
+    bool tls = false;
+    std::string sni;
+    bool verify = true;
+    std::string ca_file;  // empty = the system's trust store
+    std::string ca_pem;   // read from ca_file when the config is loaded
     // Index of this server's shared state (common/shm/upstream_state.hpp), set by the master.
     std::uint32_t state_index = 0;
 };
@@ -217,6 +224,35 @@ struct RateLimit {
     SourceLoc loc;
 };
 
+// One certificate chain and its private key, read when the config is loaded (by the master, so
+// workers never open key files) and on every reload or renewal. The key is secret: never logged.
+struct TlsCertificate {
+    std::string cert_file;  // resolved against the config file's directory
+    std::string key_file;
+    std::string cert_pem;  // leaf first, then intermediates
+    std::string key_pem;
+    SourceLoc loc;  // the entry in `certificates`
+};
+
+struct TlsSection {
+    bool enabled = false;  // [tls] present
+    std::vector<SocketAddress> listen;
+    // Offered by ALPN, in order of preference. "h2" is accepted but not offered until HTTP/2
+    // is implemented.
+    std::vector<std::string> alpn{"http/1.1"};
+    bool session_tickets = true;
+    // Ticket keys (made by the master, shared by every worker) are replaced this often; a ticket
+    // stays valid for two periods.
+    Millis session_ticket_rotation{3'600'000};
+    std::string hsts;  // Strict-Transport-Security value on TLS responses; empty = none
+    // Chosen by SNI from the names in the certificates; the first is the default.
+    std::vector<TlsCertificate> certificates;
+    int min_version = 12;  // 12 = TLS 1.2, 13 = TLS 1.3
+    std::string ciphers;   // TLS 1.2 cipher list (OpenSSL syntax); empty = safe default
+    bool watch = false;    // re-read the certificate files when they change
+    SourceLoc loc;
+};
+
 enum class LogLevel { Trace, Debug, Info, Warn, Error };
 enum class LogFormat { Json, Text };
 
@@ -232,6 +268,7 @@ struct Config {
     ServerSection server;
     std::vector<Upstream> upstreams;  // sorted by name
     std::vector<Route> routes;        // file order: first match wins
+    TlsSection tls;
     JwtAuth jwt;
     std::vector<RateLimit> rate_limits;  // sorted by name
     LogSection log;
