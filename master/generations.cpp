@@ -66,7 +66,14 @@ void Master::start_generation(config::Config source, Resolutions resolutions, st
                               std::uint64_t requester) {
     std::string error;
     config::Config next = source;
-    if (!expand_config(next, resolutions, error) || !listeners_.prepare(next.server, error)) {
+    TlsState next_tls;
+    if (!expand_config(next, resolutions, error) || !listeners_.prepare(next, error)) {
+        return answer(requester, false,
+                      what + " failed: " + error + "; still serving generation " +
+                          std::to_string(generation_));
+    }
+    if (!build_tls(next, next_tls, error)) {
+        listeners_.rollback();
         return answer(requester, false,
                       what + " failed: " + error + "; still serving generation " +
                           std::to_string(generation_));
@@ -79,6 +86,8 @@ void Master::start_generation(config::Config source, Resolutions resolutions, st
     transition_->previous = std::move(config_);
     transition_->previous_source = std::move(source_config_);
     transition_->previous_resolutions = std::move(resolutions_);
+    transition_->previous_tls = std::move(tls_);
+    tls_ = std::move(next_tls);
     config_ = std::move(next);
     source_config_ = std::move(source);
     resolutions_ = std::move(resolutions);
@@ -119,6 +128,8 @@ void Master::commit_transition() {
     }
     drain_old_generations();
     apply_upstream_changes();
+    if (done.what == "reload") certificate_errors_.clear();
+    start_tls_services();
     sd_notify("READY=1");
     std::string message = done.what == "reload"
                               ? "reloaded: generation " + std::to_string(generation_) + ", " +
@@ -164,6 +175,7 @@ void Master::abort_transition(const std::string& reason) {
     config_ = std::move(failed.previous);
     source_config_ = std::move(failed.previous_source);
     resolutions_ = std::move(failed.previous_resolutions);
+    tls_ = std::move(failed.previous_tls);
     generation_ = failed.generation - 1;
     std::string error;
     log::setup_error_log(config_.log, "master", error);

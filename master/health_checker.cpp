@@ -2,6 +2,8 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -19,6 +21,8 @@ struct HealthChecker::Probe {
     std::string upstream;
     std::string server_id;
     config::SocketAddress address;
+    config::UpstreamServer server;  // for TLS: its name, CA and verification
+    const tls::ClientTls* tls = nullptr;
     config::HealthCheck check;
     std::uint32_t state_index = 0;
     int successes = 0;
@@ -42,7 +46,18 @@ struct HealthChecker::Probe {
 
     void start() {
         drop_connection();
-        connection = bufferevent_socket_new(owner->base_, -1, BEV_OPT_CLOSE_ON_FREE);
+        if (server.tls) {
+            std::string error;
+            tls::SslPtr ssl = tls ? tls->connect(server, -1, nullptr, error) : nullptr;
+            if (!ssl) return finish(false, tls ? error : "TLS is not set up");
+            // The bufferevent owns the SSL from here (BEV_OPT_CLOSE_ON_FREE frees it).
+            connection = bufferevent_openssl_socket_new(owner->base_, -1, ssl.release(),
+                                                        BUFFEREVENT_SSL_CONNECTING,
+                                                        BEV_OPT_CLOSE_ON_FREE);
+        } else {
+            connection = bufferevent_socket_new(owner->base_, -1, BEV_OPT_CLOSE_ON_FREE);
+        }
+        if (connection == nullptr) return finish(false, "cannot create a connection");
         bufferevent_setcb(connection, on_read, nullptr, on_event, this);
         bufferevent_enable(connection, EV_READ | EV_WRITE);
         timeval tv = to_timeval(check.timeout);
@@ -80,12 +95,20 @@ struct HealthChecker::Probe {
         probe->finish(ok, "status " + std::to_string(response.status));
     }
 
-    static void on_event(bufferevent*, short what, void* arg) {
+    static void on_event(bufferevent* bev, short what, void* arg) {
         auto* probe = static_cast<Probe*>(arg);
         if (what & BEV_EVENT_CONNECTED) return;
         if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-            probe->finish(false, (what & BEV_EVENT_EOF) ? "closed without a response"
-                                                        : std::strerror(EVUTIL_SOCKET_ERROR()));
+            std::string detail = (what & BEV_EVENT_EOF) ? "closed without a response"
+                                                        : std::strerror(EVUTIL_SOCKET_ERROR());
+            if (probe->server.tls) {
+                if (unsigned long tls_error = bufferevent_get_openssl_error(bev)) {
+                    char text[256];
+                    ERR_error_string_n(tls_error, text, sizeof text);
+                    detail = std::string("TLS: ") + text;
+                }
+            }
+            probe->finish(false, detail);
         }
     }
 
@@ -127,7 +150,7 @@ HealthChecker::HealthChecker(event_base* base, shm::UpstreamState& state)
 
 HealthChecker::~HealthChecker() = default;
 
-void HealthChecker::configure(const config::Config& config) {
+void HealthChecker::configure(const config::Config& config, const tls::ClientTls* tls) {
     probes_.clear();
     for (const auto& upstream : config.upstreams) {
         if (!upstream.health_check.enabled) continue;
@@ -137,6 +160,8 @@ void HealthChecker::configure(const config::Config& config) {
             probe->upstream = upstream.name;
             probe->server_id = server.id;
             probe->address = server.address;
+            probe->server = server;
+            probe->tls = tls;
             probe->check = upstream.health_check;
             probe->state_index = server.state_index;
             probe->interval_timer.reset(evtimer_new(base_, Probe::on_interval, probe.get()));

@@ -11,6 +11,7 @@
 
 #include "common/config/types.hpp"
 #include "common/shm/upstream_state.hpp"
+#include "common/tls/client_context.hpp"
 
 namespace proxyd::master {
 
@@ -19,7 +20,8 @@ class HealthChecker {
     HealthChecker(event_base* base, shm::UpstreamState& state);
     ~HealthChecker();
     // Replaces every probe with those `config` asks for (servers keep their health state).
-    void configure(const config::Config& config);
+    // Servers with tls = true are probed over TLS through `tls`.
+    void configure(const config::Config& config, const tls::ClientTls* tls);
 
     struct Probe;
 

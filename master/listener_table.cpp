@@ -38,6 +38,13 @@ bool ListenerTable::prepare(const config::ServerSection& server, std::string& er
     return true;
 }
 
+bool ListenerTable::prepare(const config::Config& config, std::string& error) {
+    if (config.tls.listen.empty()) return prepare(config.server, error);
+    config::ServerSection all = config.server;
+    all.listen.insert(all.listen.end(), config.tls.listen.begin(), config.tls.listen.end());
+    return prepare(all, error);
+}
+
 void ListenerTable::commit() {
     for (auto& entry : entries_) {
         entry.pending = false;

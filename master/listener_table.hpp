@@ -30,6 +30,8 @@ class ListenerTable {
 
     // Binds every address of `server` for slots [0, max(slot_count, server.workers)).
     bool prepare(const config::ServerSection& server, std::string& error);
+    // The same for every listener of `config`: server.listen and [tls] listen.
+    bool prepare(const config::Config& config, std::string& error);
     void commit();
     void rollback();
     // Sockets of addresses dropped by committed configs: closed once no old worker needs them.

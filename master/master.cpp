@@ -98,11 +98,13 @@ int Master::run() {
         stats_ = shm::SharedStats::create("proxyd-stats");
         upstream_state_ = shm::UpstreamState::create("proxyd-upstreams");
         rate_limits_ = shm::RateLimitRegion::create("proxyd-rate-limits");
-        if (!stats_.valid() || !upstream_state_.valid() || !rate_limits_.valid()) {
+        ticket_keys_ = shm::TicketKeyRegion::create("proxyd-ticket-keys");
+        if (!stats_.valid() || !upstream_state_.valid() || !rate_limits_.valid() ||
+            !ticket_keys_.valid()) {
             spdlog::error("cannot create shared memory");
             return 1;
         }
-        if (!listeners_.prepare(config_.server, error) || !open_control_socket(error)) {
+        if (!listeners_.prepare(config_, error) || !open_control_socket(error)) {
             spdlog::error("{}", error);
             return 1;
         }
@@ -114,10 +116,11 @@ int Master::run() {
         }
     }
     resolutions_ = resolve_now(source_config_, kResolveTimeout);
-    if (!expand_config(config_, resolutions_, error)) {
+    if (!expand_config(config_, resolutions_, error) || !build_tls(config_, tls_, error)) {
         spdlog::error("{}", error);
         return 1;
     }
+    start_tls_services();
     health_ = std::make_unique<HealthChecker>(base_.get(), upstream_state_);
     resolver_ = std::make_unique<Resolver>(base_.get(), [this](Resolutions changed) {
         if (transition_ || upgrade_ || stopping_) return;  // the next round tries again
@@ -193,13 +196,14 @@ bool Master::expand_config(config::Config& config, const Resolutions& resolution
 
 // Health probes and DNS watching follow the servers of the current generation.
 void Master::apply_upstream_changes() {
-    health_->configure(config_);
+    health_->configure(config_, tls_.client.get());
     resolver_->watch(source_config_, resolutions_);
 }
 
 void Master::announce_ready() {
     std::string listen_text;
     for (const auto& address : config_.server.listen) listen_text += " " + address.text;
+    for (const auto& address : config_.tls.listen) listen_text += " " + address.text + " (TLS)";
     spdlog::info("proxyd {} master {} ready: generation {}, {} worker(s), listening on{}",
                  PROXYD_VERSION, ::getpid(), generation_, config_.server.workers, listen_text);
     sd_notify("READY=1\nMAINPID=" + std::to_string(::getpid()));
@@ -280,6 +284,8 @@ void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
     options.stats = &stats_->slots[stats_slot];
     options.upstream_state = &*upstream_state_;
     options.rate_limits = &*rate_limits_;
+    options.server_tls = tls_.server.get();
+    options.client_tls = tls_.client.get();
     options.stats_slot = stats_slot;
     options.slot = slot;
     options.generation = generation_;
@@ -535,6 +541,16 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
                            std::to_string(::getpid()) + ", generation " +
                            std::to_string(generation_) + ", " + std::to_string(workers_.size()) +
                            " worker(s), " + std::to_string(connections) + " open connection(s)";
+        // One line more per certificate: expiry is what an operator checks first.
+        for (const auto& certificate : reply["tls"]["certificates"]) {
+            std::string line = "\ncertificate " + certificate["cert"].get<std::string>() + " (" +
+                               certificate["key_type"].get<std::string>() + "): expires " +
+                               certificate["expires"].get<std::string>();
+            if (certificate.contains("error")) {
+                line += "; renewal refused: " + certificate["error"].get<std::string>();
+            }
+            reply["message"] = reply["message"].get<std::string>() + line;
+        }
         from.reply(reply);
     } else if (command == "stop") {
         bool fast = request.value("fast", false);
@@ -595,7 +611,8 @@ nlohmann::json Master::status_json() const {
     return {{"master_pid", ::getpid()},       {"version", PROXYD_VERSION},
             {"generation", generation_},      {"config", options_.config_path},
             {"binary", options_.binary_path}, {"workers", workers},
-            {"upstreams", upstreams_json()},  {"totals", totals_json()}};
+            {"upstreams", upstreams_json()},  {"totals", totals_json()},
+            {"tls", tls_json()}};
 }
 
 // Counters summed over every worker slot, past workers included (slots keep counting).

@@ -12,16 +12,21 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "common/config/types.hpp"
 #include "common/shm/rate_limit_table.hpp"
+#include "common/shm/ticket_keys.hpp"
+#include "common/tls/client_context.hpp"
+#include "common/tls/server_context.hpp"
 #include "common/shm/upstream_state.hpp"
 #include "common/shm/worker_stats.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
+#include "master/certificate_watcher.hpp"
 #include "master/control_server.hpp"
 #include "master/health_checker.hpp"
 #include "master/listener_table.hpp"
@@ -45,6 +50,13 @@ struct WorkerProcess {
 
 class Master;
 
+// The TLS contexts a generation's workers are forked with (built from its config, keys read by
+// the master).
+struct TlsState {
+    std::unique_ptr<tls::ServerTls> server;  // null without [tls]
+    std::unique_ptr<tls::ClientTls> client;
+};
+
 // "exited with status 1", "killed by signal 9 (Killed)".
 std::string describe_exit(int status);
 
@@ -67,6 +79,7 @@ struct Transition {
     config::Config previous;  // restored on abort
     config::Config previous_source;
     Resolutions previous_resolutions;
+    TlsState previous_tls;
     EventPtr deadline;
 };
 
@@ -145,6 +158,15 @@ class Master {
     void drain_old_generations();
     static void on_transition_deadline(evutil_socket_t, short, void* arg);
 
+    // tls.cpp: certificates, session-ticket keys, renewals.
+    bool build_tls(const config::Config& config, TlsState& out, std::string& error);
+    // After a generation is in place: ticket keys filled and rotated on its schedule,
+    // certificate files watched when it asks for it.
+    void start_tls_services();
+    void check_certificates();
+    static void on_ticket_rotation(evutil_socket_t, short, void* arg);
+    nlohmann::json tls_json() const;
+
     // upgrade.cpp: binary upgrade.
     void request_upgrade(std::uint64_t requester);
     static void on_upgrade_channel(evutil_socket_t fd, short, void* arg);
@@ -162,6 +184,13 @@ class Master {
     shm::SharedStats stats_;
     shm::UpstreamState upstream_state_;
     shm::RateLimitRegion rate_limits_;
+    shm::TicketKeyRegion ticket_keys_;
+    TlsState tls_;
+    EventPtr ticket_rotation_timer_;
+    std::unique_ptr<CertificateWatcher> certificate_watcher_;
+    EventPtr certificate_retry_timer_;
+    // cert file -> why its last re-read was refused (cleared when a generation loads it).
+    std::map<std::string, std::string> certificate_errors_;
     ServerRegistry registry_;
     std::unique_ptr<HealthChecker> health_;
     std::unique_ptr<Resolver> resolver_;

@@ -110,7 +110,9 @@ void Master::request_upgrade(std::uint64_t requester) {
     fds.push_back(stats_.fd());
     fds.push_back(upstream_state_.fd());
     fds.push_back(rate_limits_.fd());
-    header["rate_limits"] = true;  // the last fd; absent in handoffs from 0.1
+    header["rate_limits"] = true;  // absent in handoffs from 0.1
+    fds.push_back(ticket_keys_.fd());
+    header["ticket_keys"] = true;  // the last fd; absent in handoffs from 0.1
     header["registry"] = registry_.to_json();
     nlohmann::json in_use = nlohmann::json::array();
     for (const auto& worker : workers_) in_use.push_back(worker.stats_slot);
@@ -208,9 +210,16 @@ bool Master::receive_handoff(std::string& error) {
                 std::to_string(header.value("fds", 0u));
         return false;
     }
-    if (fds.size() < (header.value("rate_limits", false) ? 3u : 2u)) {
+    if (fds.size() < 2u + header.value("rate_limits", false) + header.value("ticket_keys", false)) {
         error = "the handoff carried no shared memory";
         return false;
+    }
+    // Session tickets issued by the old binary's workers stay valid under the new one.
+    if (header.value("ticket_keys", false)) {
+        ticket_keys_ = shm::TicketKeyRegion::attach(std::move(fds.back()));
+        fds.pop_back();
+    } else {
+        ticket_keys_ = shm::TicketKeyRegion::create("proxyd-ticket-keys");
     }
     if (header.value("rate_limits", false)) {
         rate_limits_ = shm::RateLimitRegion::attach(std::move(fds.back()));
@@ -222,7 +231,8 @@ bool Master::receive_handoff(std::string& error) {
     fds.pop_back();
     stats_ = shm::SharedStats::attach(std::move(fds.back()));
     fds.pop_back();
-    if (!stats_.valid() || !upstream_state_.valid() || !rate_limits_.valid()) {
+    if (!stats_.valid() || !upstream_state_.valid() || !rate_limits_.valid() ||
+        !ticket_keys_.valid()) {
         error = "the shared memory from the old master has another layout";
         return false;
     }
@@ -250,7 +260,7 @@ bool Master::receive_handoff(std::string& error) {
     generation_ = header.value("generation", 0) + 1;
     registry_.from_json(header.value("registry", nlohmann::json::object()));
     // Addresses the new config adds are bound now; dropped ones stay until old workers are done.
-    if (!listeners_.prepare(config_.server, error)) return false;
+    if (!listeners_.prepare(config_, error)) return false;
     listeners_.commit();
     return true;
 }

@@ -152,9 +152,14 @@ void Exchange::reset() {
     bytes_in = bytes_out = 0;
 }
 
-ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer)
+ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer,
+                                   tls::SslPtr ssl)
     : worker_(worker), awaiting_proxy_header_(worker.config().server.proxy_protocol) {
     stream_.open(worker.base(), std::move(fd), on_read_event, on_write_event, on_timer_event, this);
+    if (ssl) {
+        tls_ = true;
+        stream_.start_tls(std::move(ssl), false);
+    }
     set_peer(peer);
 }
 
@@ -500,6 +505,7 @@ void ClientConnection::prepare_upstream_head(const http::Request& request) {
     info.client_ip = peer_ip_;
     info.real_ip = ex.real_ip;
     info.request_id = ex.request_id;
+    info.proto = tls_ ? "https" : "http";
     if (!worker_.access().claim_headers().empty()) {
         info.removed_headers = &worker_.access().claim_headers();
     }
@@ -856,7 +862,7 @@ void ClientConnection::send_response_head(const http::Response& response) {
     info.framing = ex.client_framing;
     info.content_length = response.content_length;
     info.request_id = ex.request_id;
-    info.extra_headers = &worker_.config().server.response_headers;
+    info.extra_headers = &worker_.response_headers(tls_);
     const auto& upstream_config = worker_.config().upstreams[ex.upstream_index];
     std::uint64_t server_hash = worker_.selector().server_hash(ex.upstream_index, ex.server_index);
     if (!upstream_config.sticky_cookie.empty() && ex.sticky_hash != server_hash) {
@@ -1041,7 +1047,7 @@ void ClientConnection::send_error(int status, std::string_view detail, bool keep
     info.keep_alive = keep_alive && !worker_.draining() && !close_after_response_;
     info.framing = Framing::ContentLength;
     info.request_id = ex.request_id;
-    info.extra_headers = &worker_.config().server.response_headers;
+    info.extra_headers = &worker_.response_headers(tls_);
     info.extra_lines = ex.access_headers;
     std::string& out = worker_.scratch();
     out.clear();
@@ -1063,7 +1069,7 @@ void ClientConnection::send_bodiless(int status) {
     info.keep_alive =
         ex.keep_alive && ex.request_done && !worker_.draining() && !close_after_response_;
     info.request_id = ex.request_id;
-    info.extra_headers = &worker_.config().server.response_headers;
+    info.extra_headers = &worker_.response_headers(tls_);
     info.extra_lines = ex.access_headers;
     std::string& out = worker_.scratch();
     out.clear();
@@ -1091,7 +1097,7 @@ void ClientConnection::start_lingering_close() {
         close();
         return;
     }
-    ::shutdown(stream_.fd(), SHUT_WR);
+    stream_.shutdown_write();
     evbuffer_drain(stream_.in(), evbuffer_get_length(stream_.in()));
     if (client_eof_) {
         close();

@@ -115,7 +115,8 @@ struct Exchange {
 
 class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
   public:
-    ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer);
+    // `ssl` set: the connection came in on a TLS listener.
+    ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer, tls::SslPtr ssl);
     ~ClientConnection();
 
     void start();
@@ -198,6 +199,7 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     bool paused_for_upstream_ = false;  // client reads stopped: upstream output is full
     bool paused_for_client_ = false;    // upstream reads stopped: client output is full
     bool client_eof_ = false;
+    bool tls_ = false;
     bool close_after_response_ = false;
     std::unique_ptr<Exchange> exchange_;
     EventPtr queue_timer_;  // created the first time every server is full

@@ -98,13 +98,6 @@ bool is_cors_header(std::string_view name) {
     return name.size() > kPrefix.size() && iequals(name.substr(0, kPrefix.size()), kPrefix);
 }
 
-bool has_extra_header(const HeaderList* extra, std::string_view name) {
-    if (!extra) return false;
-    for (const auto& [n, v] : *extra) {
-        if (iequals(n, name)) return true;
-    }
-    return false;
-}
 
 void append_extra_headers(const ClientResponseInfo& info, std::string& out) {
     if (info.extra_headers) {
@@ -122,6 +115,14 @@ void append_connection(const ClientResponseInfo& info, std::string& out) {
 }
 
 }  // namespace
+
+bool has_extra_header(const HeaderList* extra, std::string_view name) {
+    if (!extra) return false;
+    for (const auto& [n, v] : *extra) {
+        if (iequals(n, name)) return true;
+    }
+    return false;
+}
 
 void append_header(std::string& out, std::string_view name, std::string_view value) {
     out += name;

@@ -63,6 +63,9 @@ struct ClientResponseInfo {
     bool replace_cors = false;  // the proxy answers CORS: the upstream's Access-Control-* go
 };
 
+// Whether `name` is one of `extra` (case-insensitive); false for null.
+bool has_extra_header(const HeaderList* extra, std::string_view name);
+
 void build_client_response_head(const http::Response& response, const ClientResponseInfo& info,
                                 std::string& out);
 

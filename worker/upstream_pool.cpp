@@ -15,7 +15,8 @@ void on_read(evutil_socket_t, short, void* arg) {
     auto* c = static_cast<UpstreamConnection*>(arg);
     if (c->user) {
         c->user->on_upstream_readable();
-    } else {
+    } else if (!c->stream.is_tls() || !c->stream.still_usable_when_idle()) {
+        // (A TLS server may send a session ticket after the response: that is not a close.)
         c->pool->on_idle_event(c);
     }
 }
@@ -36,11 +37,14 @@ void on_timer(evutil_socket_t, short, void* arg) {
 
 }  // namespace
 
-UpstreamPool::UpstreamPool(event_base* base, const config::Config& config)
-    : base_(base), config_(config) {
+UpstreamPool::UpstreamPool(event_base* base, const config::Config& config,
+                           const tls::ClientTls* tls)
+    : base_(base), config_(config), tls_(tls) {
     idle_.resize(config.upstreams.size());
+    sessions_.resize(config.upstreams.size());
     for (std::size_t u = 0; u < config.upstreams.size(); ++u) {
         idle_[u].resize(config.upstreams[u].servers.size());
+        sessions_[u].resize(config.upstreams[u].servers.size());
     }
 }
 
@@ -50,17 +54,11 @@ std::vector<UpstreamPtr>& UpstreamPool::idle_list(std::size_t upstream, std::siz
     return idle_[upstream][server];
 }
 
-// True if the upstream closed (or wrote to) an idle connection, even if the loop has not seen the
-// event yet: a request must never be sent on a connection known to be dead.
-static bool closed_while_idle(int fd) {
-    char byte;
-    ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
-}
-
 UpstreamPtr UpstreamPool::take_idle(std::size_t upstream, std::size_t server, UpstreamUser* user) {
     auto& list = idle_list(upstream, server);
-    while (!list.empty() && closed_while_idle(list.back()->stream.fd())) list.pop_back();
+    // Checked even if the loop has not seen the event yet: a request must never be sent on a
+    // connection known to be dead.
+    while (!list.empty() && !list.back()->stream.still_usable_when_idle()) list.pop_back();
     if (list.empty()) return nullptr;
     UpstreamPtr connection = std::move(list.back());
     list.pop_back();
@@ -72,7 +70,8 @@ UpstreamPtr UpstreamPool::take_idle(std::size_t upstream, std::size_t server, Up
 
 UpstreamPtr UpstreamPool::connect(std::size_t upstream, std::size_t server, UpstreamUser* user,
                                   std::string& error) {
-    const auto& address = config_.upstreams[upstream].servers[server].address;
+    const auto& target = config_.upstreams[upstream].servers[server];
+    const auto& address = target.address;
     UniqueFd fd(::socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) {
         error = std::string("socket: ") + std::strerror(errno);
@@ -92,7 +91,19 @@ UpstreamPtr UpstreamPool::connect(std::size_t upstream, std::size_t server, Upst
     connection->user = user;
     connection->pool = this;
     connection->connected = rc == 0;
+    int raw = fd.get();
     connection->stream.open(base_, std::move(fd), on_read, on_write, on_timer, connection.get());
+    if (target.tls) {
+        tls::SslPtr ssl;
+        if (tls_) ssl = tls_->connect(target, raw, &sessions_[upstream][server], error);
+        if (!ssl) {
+            if (!tls_) error = "TLS is not set up for server " + target.id;
+            return nullptr;
+        }
+        // "Connected" is reported once the handshake is done.
+        connection->connected = false;
+        connection->stream.start_tls(std::move(ssl), true);
+    }
     return connection;
 }
 
@@ -104,6 +115,10 @@ bool UpstreamPool::finish_connect(UpstreamConnection& connection, std::string& e
     }
     if (so_error != 0) {
         error = std::string("connect: ") + std::strerror(so_error);
+        return false;
+    }
+    if (connection.stream.tls_failed()) {
+        error = "TLS handshake: " + connection.stream.tls_error();
         return false;
     }
     connection.connected = true;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/config/types.hpp"
+#include "common/tls/client_context.hpp"
 #include "worker/stream.hpp"
 
 namespace proxyd::worker {
@@ -41,7 +42,7 @@ using UpstreamPtr = std::unique_ptr<UpstreamConnection>;
 
 class UpstreamPool {
   public:
-    UpstreamPool(event_base* base, const config::Config& config);
+    UpstreamPool(event_base* base, const config::Config& config, const tls::ClientTls* tls);
     ~UpstreamPool();
 
     // An idle pooled connection to that server, or nullptr.
@@ -64,6 +65,9 @@ class UpstreamPool {
 
     event_base* base_;
     const config::Config& config_;
+    const tls::ClientTls* tls_;
+    // sessions_[upstream][server]: the last TLS session, resumed by the next connection.
+    std::vector<std::vector<tls::SessionSlot>> sessions_;
     // idle_[upstream][server], the most recently used at the back.
     std::vector<std::vector<std::vector<UpstreamPtr>>> idle_;
 };

@@ -23,12 +23,18 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
       config_(*options.config),
       base_(base),
       stats_(options.stats),
-      pool_(base, *options.config),
+      pool_(base, *options.config, options.client_tls),
       selector_(*options.config, options.upstream_state, static_cast<std::size_t>(options.slot),
                 options.stats_slot),
       access_(*options.config, options.rate_limits, base),
       scratch_request_(std::make_unique<http::Request>()),
-      scratch_response_(std::make_unique<http::Response>()) {}
+      scratch_response_(std::make_unique<http::Response>()) {
+    tls_response_headers_ = config_.server.response_headers;
+    if (!config_.tls.hsts.empty() && !has_extra_header(&tls_response_headers_,
+                                                       "Strict-Transport-Security")) {
+        tls_response_headers_.emplace_back("Strict-Transport-Security", config_.tls.hsts);
+    }
+}
 
 Worker::~Worker() {
     // Connections unlink themselves as they close; close what is left, then free them.
@@ -66,8 +72,28 @@ void Worker::warn_redis_failure(const config::RateLimit& limit) {
     redis_failures_unlogged_ = 0;
 }
 
+// A socket is TLS when its bound address is one of [tls] listen: the master hands sockets over
+// (adoption, upgrades) without saying what they are for.
+static bool bound_to_any(int fd, const std::vector<config::SocketAddress>& addresses) {
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) return false;
+    for (const auto& address : addresses) {
+        if (address.length == len && std::memcmp(&address.storage, &local, len) == 0) return true;
+    }
+    return false;
+}
+
+bool Worker::is_tls_listener(int listen_fd) const {
+    for (const auto& listening : listening_) {
+        if (listening.fd.get() == listen_fd) return listening.tls;
+    }
+    return false;
+}
+
 void Worker::add_listener(int slot, UniqueFd fd) {
     Listening listening{slot, std::move(fd), nullptr};
+    listening.tls = options_.server_tls && bound_to_any(listening.fd.get(), config_.tls.listen);
     listening.event.reset(
         event_new(base_, listening.fd.get(), EV_READ | EV_PERSIST, on_accept, this));
     if (accepting_) event_add(listening.event.get(), nullptr);
@@ -97,6 +123,7 @@ void Worker::on_accept(evutil_socket_t fd, short, void* arg) {
 }
 
 void Worker::accept_from(int listen_fd) {
+    const bool tls = is_tls_listener(listen_fd);
     // A bounded batch per wake-up keeps one busy listener from starving the others.
     for (int i = 0; i < 64 && accepting_; ++i) {
         sockaddr_storage peer{};
@@ -113,7 +140,12 @@ void Worker::accept_from(int listen_fd) {
         }
         int one = 1;
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        auto* connection = new ClientConnection(*this, UniqueFd(fd), peer);
+        tls::SslPtr ssl;
+        if (tls && !(ssl = options_.server_tls->accept(fd))) {
+            ::close(fd);
+            continue;
+        }
+        auto* connection = new ClientConnection(*this, UniqueFd(fd), peer, std::move(ssl));
         connection->next = connections_;
         if (connections_) connections_->prev = connection;
         connections_ = connection;

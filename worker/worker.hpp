@@ -16,9 +16,12 @@
 #include "common/http/parser.hpp"
 #include "common/shm/upstream_state.hpp"
 #include "common/shm/worker_stats.hpp"
+#include "common/tls/client_context.hpp"
+#include "common/tls/server_context.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
 #include "worker/access_policy.hpp"
+#include "worker/forward_headers.hpp"
 #include "worker/request_id.hpp"
 #include "worker/upstream_pool.hpp"
 #include "worker/upstream_selector.hpp"
@@ -35,6 +38,9 @@ struct WorkerOptions {
     shm::WorkerSlotStats* stats = nullptr;
     shm::UpstreamStateLayout* upstream_state = nullptr;
     shm::RateLimitTable* rate_limits = nullptr;
+    // Built by the master before the fork; null when there is no [tls] / no TLS upstream server.
+    const tls::ServerTls* server_tls = nullptr;
+    const tls::ClientTls* client_tls = nullptr;
     std::size_t stats_slot = 0;
     int slot = 0;
     int generation = 1;
@@ -78,6 +84,10 @@ class Worker {
     std::vector<std::string_view>& scratch_views() { return scratch_views_; }
     std::string& scratch() { return scratch_; }
     bool draining() const { return draining_; }
+    // server.response_headers, plus Strict-Transport-Security on TLS connections when set.
+    const HeaderList& response_headers(bool tls) const {
+        return tls ? tls_response_headers_ : config_.server.response_headers;
+    }
 
     std::unique_ptr<Exchange> acquire_exchange();
     void recycle_exchange(std::unique_ptr<Exchange> exchange);
@@ -95,6 +105,7 @@ class Worker {
     static void on_reap(evutil_socket_t, short, void* arg);
     static void on_drain_deadline(evutil_socket_t, short, void* arg);
     void accept_from(int listen_fd);
+    bool is_tls_listener(int listen_fd) const;
     void set_accepting(bool on);
     void maybe_exit();
 
@@ -112,10 +123,12 @@ class Worker {
     std::unique_ptr<http::Response> scratch_response_;
     std::vector<std::string_view> scratch_views_;
     std::string scratch_;
+    HeaderList tls_response_headers_;
     struct Listening {
         int slot;  // -1 for this worker's own sockets
         UniqueFd fd;
         EventPtr event;
+        bool tls = false;  // its address is one of [tls] listen
     };
     std::vector<Listening> listening_;
     std::vector<EventPtr> signal_events_;

@@ -17,9 +17,9 @@ namespace {
 
 using detail::Reader;
 
-constexpr std::string_view kTopKeys[] = {"server", "upstreams",   "routes",
+constexpr std::string_view kTopKeys[] = {"server", "upstreams",   "routes", "tls",
                                          "auth",   "rate_limits", "log"};
-constexpr std::string_view kTopLater[] = {"tls", "cache", "compression", "metrics", "admin"};
+constexpr std::string_view kTopLater[] = {"cache", "compression", "metrics", "admin"};
 constexpr std::string_view kLogKeys[] = {"level", "format", "error_log", "access_log"};
 constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error"};
 constexpr std::string_view kFormats[] = {"json", "text"};
@@ -64,6 +64,7 @@ void parse_document(Reader& r, const toml::table& root, Config& config) {
     if (const toml::node* n = root.get("upstreams"))
         detail::parse_upstreams(r, *n, config.upstreams);
     if (const toml::node* n = root.get("routes")) detail::parse_routes(r, *n, config.routes);
+    if (const toml::node* n = root.get("tls")) detail::parse_tls(r, *n, config.tls);
     if (const toml::node* n = root.get("auth")) detail::parse_auth(r, *n, config.jwt);
     if (const toml::node* n = root.get("rate_limits")) {
         detail::parse_rate_limits(r, *n, config.rate_limits);

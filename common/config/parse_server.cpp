@@ -38,27 +38,6 @@ bool in(std::span<const std::string_view> set, std::string_view name) {
     return std::find(set.begin(), set.end(), name) != set.end();
 }
 
-void parse_listen(Reader& r, const toml::table& server, ServerSection& out) {
-    if (!r.require(server, "listen", "in [server]")) return;
-    const toml::node& node = *server.get("listen");
-    const auto items = r.strings(node, "listen");
-    if (!items) return;
-    if (node.as_array()->empty()) {
-        r.error(node, "\"listen\" needs at least one address, e.g. [\"0.0.0.0:8080\"]");
-        return;
-    }
-    for (const StringItem& item : *items) {
-        SocketAddress address;
-        address.loc = loc_of(*item.node);
-        std::string message;
-        if (parse_socket_address(item.value, address, message)) {
-            out.listen.push_back(std::move(address));
-        } else {
-            r.error(*item.node, "\"listen\": " + message);
-        }
-    }
-}
-
 int online_cpus() {
     const long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : static_cast<int>(std::min<long>(n, kMaxWorkers));
@@ -195,11 +174,33 @@ void parse_response_headers(Reader& r, const toml::node& node, ServerSection& ou
 
 }  // namespace
 
+void parse_listen(Reader& r, const toml::table& table, std::string_view where,
+                  std::vector<SocketAddress>& out) {
+    if (!r.require(table, "listen", where)) return;
+    const toml::node& node = *table.get("listen");
+    const auto items = r.strings(node, "listen");
+    if (!items) return;
+    if (node.as_array()->empty()) {
+        r.error(node, "\"listen\" needs at least one address, e.g. [\"0.0.0.0:8080\"]");
+        return;
+    }
+    for (const StringItem& item : *items) {
+        SocketAddress address;
+        address.loc = loc_of(*item.node);
+        std::string message;
+        if (parse_socket_address(item.value, address, message)) {
+            out.push_back(std::move(address));
+        } else {
+            r.error(*item.node, "\"listen\": " + message);
+        }
+    }
+}
+
 void parse_server(Reader& r, const toml::node& node, ServerSection& out) {
     const toml::table* server = r.table(node, "server");
     if (server == nullptr) return;
     r.check_keys(*server, "in [server]", kServerKeys, kServerLater);
-    parse_listen(r, *server, out);
+    parse_listen(r, *server, "in [server]", out.listen);
     parse_workers(r, *server, out);
     parse_control_socket(r, *server, out);
     r.read(*server, "pid_file", out.pid_file);

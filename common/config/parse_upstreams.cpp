@@ -1,11 +1,15 @@
 // [upstreams.NAME] tables, their server lists and their sub-tables (health_check, retry).
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cctype>
 
 #include "common/config/load.hpp"
 #include "common/config/reader.hpp"
+#include "common/config/secret_file.hpp"
 #include "common/config/text.hpp"
 #include "common/config/units.hpp"
+#include "common/tls/certificate.hpp"
 
 namespace proxyd::config::detail {
 
@@ -15,8 +19,10 @@ constexpr std::string_view kUpstreamKeys[] = {"balance", "hash_key",         "ke
                                               "servers", "resolve_interval", "slow_start",
                                               "sticky",  "health_check",     "retry"};
 constexpr std::string_view kUpstreamLater[] = {"protocol"};
-constexpr std::string_view kServerKeys[] = {"address", "weight", "id", "max_connections", "backup"};
-constexpr std::string_view kServerLater[] = {"tls", "sni", "verify", "ca_file"};
+constexpr std::string_view kServerKeys[] = {
+    "address", "weight", "id", "max_connections", "backup", "tls", "sni", "verify", "ca_file"};
+// Keys of a server entry that only mean something when it is reached over TLS.
+constexpr std::string_view kServerTlsKeys[] = {"sni", "verify", "ca_file"};
 constexpr std::string_view kStickyKeys[] = {"cookie"};
 constexpr std::string_view kHealthKeys[] = {
     "path",  "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "expected_status",
@@ -185,6 +191,76 @@ bool parse_address(Reader& r, const toml::node& node, UpstreamServer& out) {
     return true;
 }
 
+// ---- server TLS ----
+
+bool is_ip_literal(const std::string& text) {
+    unsigned char buf[sizeof(in6_addr)];
+    return ::inet_pton(AF_INET, text.c_str(), buf) == 1 ||
+           ::inet_pton(AF_INET6, text.c_str(), buf) == 1;
+}
+
+void parse_sni(Reader& r, const toml::node& node, UpstreamServer& out) {
+    auto name = r.nonempty_string(node, "sni");
+    if (!name) return;
+    if (is_ip_literal(*name)) {
+        // RFC 6066: a server_name is a host name; an IP address is never sent.
+        r.error(node, "\"sni\" must be a host name, not an IP address, got " + quote(*name));
+        return;
+    }
+    if (const std::string problem = host_name_problem(*name); !problem.empty()) {
+        r.error(node, "\"sni\": invalid host name " + quote(*name) + ": " + problem);
+        return;
+    }
+    out.sni = std::move(*name);
+}
+
+// The CA bundle that the server's certificate is verified against: read now (by the master,
+// like every file the config names) and parsed, so a bad bundle fails the config, not a request.
+void parse_ca_file(Reader& r, const toml::node& node, UpstreamServer& out) {
+    const auto path = r.nonempty_string(node, "ca_file");
+    if (!path) return;
+    const std::string file = resolve_config_path(r.file(), *path);
+    std::string pem, error;
+    if (!read_secret_file(file, pem, error, kMaxPemBundleFile)) {
+        r.error(node, "cannot read \"ca_file\" " + quote(file) + ": " + error);
+        return;
+    }
+    std::vector<tls::X509Ptr> certs;
+    if (!tls::load_ca_bundle(pem, certs, error)) {
+        r.error(node, "\"ca_file\" " + quote(file) + " is not a PEM CA bundle: " + error);
+        return;
+    }
+    out.ca_file = file;
+    out.ca_pem = std::move(pem);
+}
+
+// tls, and the keys that only apply with tls = true: sni, verify, ca_file.
+void parse_server_tls(Reader& r, const toml::table& t, UpstreamServer& out) {
+    if (const toml::node* n = t.get("tls")) {
+        const auto tls = r.boolean(*n, "tls");
+        if (!tls) return;  // unknown: the other keys cannot be judged
+        out.tls = *tls;
+    }
+    if (!out.tls) {
+        for (std::string_view key : kServerTlsKeys) {
+            if (const toml::node* n = t.get(key)) {
+                r.error(*n, quote(key) + " only applies to a server with tls = true");
+            }
+        }
+        return;
+    }
+    if (const toml::node* n = t.get("sni")) parse_sni(r, *n, out);
+    r.read(t, "verify", out.verify);
+    if (const toml::node* n = t.get("ca_file")) {
+        const toml::node* verify = t.get("verify");
+        if (verify != nullptr && verify->as_boolean() != nullptr && !verify->as_boolean()->get()) {
+            r.error(*n, "\"ca_file\" has no effect with verify = false");
+        } else {
+            parse_ca_file(r, *n, out);
+        }
+    }
+}
+
 void parse_server_entry(Reader& r, const toml::node& node, const std::string& where,
                         Upstream& out) {
     const toml::table* t = node.as_table();
@@ -192,11 +268,12 @@ void parse_server_entry(Reader& r, const toml::node& node, const std::string& wh
         r.wrong_type(node, "a table like { address = \"127.0.0.1:3001\" }", "servers");
         return;
     }
-    r.check_keys(*t, where, kServerKeys, kServerLater);
+    r.check_keys(*t, where, kServerKeys);
     UpstreamServer server;
     r.read(*t, "weight", server.weight, 1, kMaxWeight);
     r.read(*t, "max_connections", server.max_connections, 0);
     r.read(*t, "backup", server.backup);
+    parse_server_tls(r, *t, server);
     bool ok = r.require(*t, "address", where);
     const toml::node* address = t->get("address");
     ok = ok && parse_address(r, *address, server);

@@ -84,7 +84,13 @@ void parse_server(Reader& r, const toml::node& node, ServerSection& out);
 void parse_upstreams(Reader& r, const toml::node& node, std::vector<Upstream>& out);
 void parse_routes(Reader& r, const toml::node& node, std::vector<Route>& out);
 void parse_auth(Reader& r, const toml::node& node, JwtAuth& out);
+void parse_tls(Reader& r, const toml::node& node, TlsSection& out);
 void parse_rate_limits(Reader& r, const toml::node& node, std::vector<RateLimit>& out);
+
+// The required `listen` array of `table` ([server], [tls]): at least one numeric "host:port",
+// each kept with its place. `where` completes "missing required key "listen" ...".
+void parse_listen(Reader& r, const toml::table& table, std::string_view where,
+                  std::vector<SocketAddress>& out);
 
 // A balancing algorithm's name (upstream `balance`, route `websocket_balance`/`sse_balance`);
 // an unknown one is reported with the list of valid names.

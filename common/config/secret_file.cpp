@@ -10,8 +10,16 @@
 namespace proxyd::config::detail {
 
 namespace {
-// Bigger than any real key; stops a mistyped path (a log file, /dev/zero) from being slurped.
-constexpr std::size_t kMaxSecretFile = 64 * 1024;
+
+// "64 KiB", "4 MiB": the limit as a message states it.
+std::string format_limit(std::size_t bytes) {
+    if (bytes >= 1024 * 1024 && bytes % (1024 * 1024) == 0) {
+        return std::to_string(bytes / (1024 * 1024)) + " MiB";
+    }
+    if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes / 1024) + " KiB";
+    return std::to_string(bytes) + " bytes";
+}
+
 }  // namespace
 
 std::string resolve_config_path(const std::string& config_file, const std::string& path) {
@@ -23,7 +31,8 @@ std::string resolve_config_path(const std::string& config_file, const std::strin
     return out;
 }
 
-bool read_secret_file(const std::string& path, std::string& out, std::string& error) {
+bool read_secret_file(const std::string& path, std::string& out, std::string& error,
+                      std::size_t max_size) {
     out.clear();
     // O_NONBLOCK and the regular-file check: a FIFO or a terminal named by mistake must not hang
     // the config load (and with it `proxyd -t` or a reload).
@@ -45,8 +54,8 @@ bool read_secret_file(const std::string& path, std::string& out, std::string& er
         if (n < 0) error = std::strerror(errno);
         if (n <= 0) break;
         out.append(buf, static_cast<std::size_t>(n));
-        if (out.size() > kMaxSecretFile) {
-            error = "larger than 64 KiB; is this the right file?";
+        if (out.size() > max_size) {
+            error = "larger than " + format_limit(max_size) + "; is this the right file?";
             break;
         }
     }

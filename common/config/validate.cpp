@@ -1,6 +1,10 @@
 #include "common/config/validate.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "common/config/text.hpp"
@@ -20,14 +24,55 @@ bool same_endpoint(const SocketAddress& a, const SocketAddress& b) {
     return a.length == b.length && std::memcmp(&a.storage, &b.storage, a.length) == 0;
 }
 
-void check_listen(const Config& config, std::vector<ConfigError>& errors) {
-    const auto& listen = config.server.listen;
+void check_duplicates(const Config& config, const std::vector<SocketAddress>& listen,
+                      std::vector<ConfigError>& errors) {
     for (std::size_t i = 0; i < listen.size(); ++i) {
         const bool seen =
             std::any_of(listen.begin(), listen.begin() + static_cast<long>(i),
                         [&](const SocketAddress& a) { return same_endpoint(a, listen[i]); });
         if (seen)
             add(errors, config, listen[i].loc, "duplicate listen address " + quote(listen[i].text));
+    }
+}
+
+std::uint16_t port_of(const SocketAddress& a) {
+    if (a.storage.ss_family == AF_INET6) {
+        return ntohs(reinterpret_cast<const sockaddr_in6*>(&a.storage)->sin6_port);
+    }
+    return ntohs(reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_port);
+}
+
+bool is_wildcard(const SocketAddress& a) {
+    if (a.storage.ss_family == AF_INET6) {
+        return IN6_IS_ADDR_UNSPECIFIED(
+            &reinterpret_cast<const sockaddr_in6*>(&a.storage)->sin6_addr);
+    }
+    return reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+// Would take connections meant for the other: the same endpoint, or the same port where one of
+// them is the family's wildcard address (with SO_REUSEPORT both bind, and the more specific one
+// silently gets its address's connections). IPv6 sockets are V6ONLY: families never overlap.
+bool overlapping(const SocketAddress& a, const SocketAddress& b) {
+    if (same_endpoint(a, b)) return true;
+    return a.storage.ss_family == b.storage.ss_family && port_of(a) == port_of(b) &&
+           (is_wildcard(a) || is_wildcard(b));
+}
+
+void check_listen(const Config& config, std::vector<ConfigError>& errors) {
+    check_duplicates(config, config.server.listen, errors);
+    check_duplicates(config, config.tls.listen, errors);
+    // A port speaks plain HTTP or TLS, not both.
+    for (const SocketAddress& tls : config.tls.listen) {
+        const auto plain =
+            std::find_if(config.server.listen.begin(), config.server.listen.end(),
+                         [&](const SocketAddress& a) { return overlapping(a, tls); });
+        if (plain == config.server.listen.end()) continue;
+        add(errors, config, tls.loc,
+            "[tls] listen address " + quote(tls.text) + " clashes with [server] listen address " +
+                quote(plain->text) + " (line " + std::to_string(plain->loc.line) + ", column " +
+                std::to_string(plain->loc.column) +
+                "); one port cannot serve both plain HTTP and TLS");
     }
 }
 

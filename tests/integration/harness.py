@@ -29,7 +29,8 @@ Backend behaviours, chosen by path (anything else echoes):
 A query parameter close=1 makes any answer carry "Connection: close" and close the connection;
 Backend(keepalive_idle=S) closes kept-alive connections idle for S seconds; Backend(host="127.0.0.2",
 port=P) listens there; Backend(delay=S) answers every request S seconds late; Backend(behave_as=
-"/reset") gives every request but /health that path's behaviour (settable while running).
+"/reset") gives every request but /health that path's behaviour (settable while running);
+Backend(tls_context=ctx) speaks TLS (an ssl.SSLContext for the server side).
 Every response carries "X-Backend: NAME". Backend.connections counts accepted TCP connections,
 Backend.requests records every request (method, target, headers, body length and sha256).
 """
@@ -393,9 +394,14 @@ def chunked(data, sizes=(1000, 7, 65536, 3)):
 class Conn:
     """A client connection to the proxy (or anything on 127.0.0.1), every operation bounded."""
 
-    def __init__(self, port, timeout=10.0):
+    def __init__(self, port, timeout=10.0, tls=None, server_hostname=None, session=None):
+        """tls: an ssl.SSLContext to speak TLS with (server_hostname: the SNI name, None for no
+        SNI; session: an ssl.SSLSession to resume). The handshake is bounded by timeout."""
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.settimeout(timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname,
+                                        session=session)
         self.timeout = timeout
         self.rd = Reader(self.sock)
 
@@ -491,14 +497,20 @@ def assert_error(resp, status):
 
 class Backend:
     def __init__(self, name="b1", keepalive_idle=None, host="127.0.0.1", port=0, delay=0.0,
-                 behave_as=None):
+                 behave_as=None, tls_context=None):
         """keepalive_idle: close a kept-alive connection after that many idle seconds.
         host, port: where to listen (e.g. "127.0.0.2", or the port of a stopped backend to
         bring it back). delay: seconds every request waits (after its body is read) before it
         is answered, whatever its path. behave_as: a path (e.g. "/reset", "/status/503") whose
         behaviour every request gets instead of its own, except /health; an attribute, so a
-        test may change it (None = normal) while the backend runs."""
+        test may change it (None = normal) while the backend runs. tls_context: an
+        ssl.SSLContext (server side): every accepted connection speaks TLS (handshake in the
+        connection's thread; .tls_handshakes / .tls_failures count them, .tls_errors says why)."""
         self.name = name
+        self.tls_context = tls_context
+        self.tls_handshakes = 0
+        self.tls_failures = 0
+        self.tls_errors = []
         self.keepalive_idle = keepalive_idle
         self.delay = delay
         self.behave_as = behave_as
@@ -564,6 +576,25 @@ class Backend:
     # -- per connection
 
     def _serve(self, conn):
+        if self.tls_context is not None:
+            raw = conn
+            raw.settimeout(5.0)
+            try:
+                conn = self.tls_context.wrap_socket(raw, server_side=True)
+            except (OSError, ValueError) as e:
+                with self.lock:
+                    self.tls_failures += 1
+                    self.tls_errors.append(repr(e))
+                    self._conns.discard(raw)
+                try:
+                    raw.close()
+                except OSError:
+                    pass
+                return
+            with self.lock:
+                self.tls_handshakes += 1
+                self._conns.discard(raw)
+                self._conns.add(conn)
         conn.settimeout(0.25)
         rd = Reader(conn, should_stop=self._stop.is_set, idle_limit=120.0)
         try:
@@ -852,6 +883,7 @@ class Proxy:
         self.seen_pids = set()
         self.port = None
         self.ports = []
+        self.tls_ports = []    # [tls] listen ports (waited for at start like server.listen)
 
     def _build(self):
         auto_port = free_port()
@@ -869,6 +901,8 @@ class Proxy:
         self.cfg = cfg
         self.ports = [int(a.rsplit(":", 1)[1]) for a in cfg["server"]["listen"]]
         self.port = self.ports[0]
+        tls = cfg.get("tls")
+        self.tls_ports = [int(a.rsplit(":", 1)[1]) for a in (tls or {}).get("listen", [])]
         self.control_socket = cfg["server"].get("control_socket", self.sock_path)
         with open(self.config_path, "w") as f:
             f.write(to_toml(cfg))
@@ -897,7 +931,7 @@ class Proxy:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if all(port_accepts(p, 0.3) for p in self.ports):
+                if all(port_accepts(p, 0.3) for p in self.ports + self.tls_ports):
                     self._note_pids()
                     self._wait_workers()
                     return self
@@ -908,7 +942,7 @@ class Proxy:
             self.stop()
             raise AssertionError("proxyd did not start listening on %r within 10s (exit code %r)"
                                  "\n--- config:\n%s--- output:\n%s" % (
-                                     self.ports, self.proc.returncode,
+                                     self.ports + self.tls_ports, self.proc.returncode,
                                      open(self.config_path).read(), out[-3000:]))
         return self
 

@@ -28,24 +28,30 @@ Counted failures (each also listed, with time and detail, in "errors", the first
     bad_response           unparseable response, stray bytes after it, or (verify_echo) a body
                            that is not the echo of this very request
     timeout                no complete response within `timeout` seconds of the request start
+    tls_failed             (TLS mode) the TLS handshake failed (alert, bad certificate, ...)
 Not failures, reported: ok, ka_reconnects (kept-alive connection found closed before a request),
 ka_closed_by_server (responses with Connection: close on kept-alive connections), ka_stray
 (unsolicited bytes on an idle kept-alive connection: connection dropped), unsent (tickets still
 queued at stop), late (requests that started more than 1 s after their scheduled time),
 headers (value of `header` -> count, "<none>" if absent, for every complete response),
 latency_ms (p50/p99/max, measured from the scheduled time), inflight_max.
+
+TLS mode: LoadGen(port, tls_context=ctx, server_hostname="a.test") speaks HTTPS; every new
+connection (fresh or kept-alive) does a full handshake with that context (no session resumption
+unless the context's caller arranges it), bounded by the request's timeout.
 """
 
 import collections
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
 
 FAILURE_KINDS = ("connect_refused", "connect_failed", "send_failed", "closed_before_response",
                  "incomplete_response", "truncated_body", "status_5xx", "unexpected_status",
-                 "bad_response", "timeout")
+                 "bad_response", "timeout", "tls_failed")
 
 
 class _Fail(Exception):
@@ -206,7 +212,7 @@ class _Reader:
         return r
 
 
-def _connect(port, deadline):
+def _connect(port, deadline, tls_context=None, server_hostname=None):
     left = max(0.05, deadline - time.monotonic())
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=left)
@@ -217,6 +223,23 @@ def _connect(port, deadline):
     except OSError as e:
         raise _Fail("connect_failed", "connect: %s" % e)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls_context is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            s.close()
+            raise _Fail("timeout", "before the TLS handshake")
+        s.settimeout(left)
+        try:
+            s = tls_context.wrap_socket(s, server_hostname=server_hostname)
+        except socket.timeout:
+            s.close()
+            raise _Fail("timeout", "TLS handshake timed out")
+        except ssl.SSLError as e:
+            s.close()
+            raise _Fail("tls_failed", "TLS handshake: %s" % e)
+        except OSError as e:
+            s.close()
+            raise _Fail("connect_failed", "TLS handshake: %r" % e)
     return s
 
 
@@ -235,12 +258,25 @@ def _send(sock, data, deadline):
 
 def _peer_closed(sock):
     """None if the idle connection looks alive, else why it is unusable ("eof", "rst", "stray")."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return "stray"
     try:
         r, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return "error"
     if not r:
         return None
+    if isinstance(sock, ssl.SSLSocket):
+        # Readable may mean a TLS record that carries no data (a late session ticket): read
+        # without blocking to tell it from close_notify/EOF/RST or stray bytes.
+        sock.setblocking(False)
+        try:
+            data = sock.recv(1)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return None
+        except OSError:
+            return "rst"
+        return "eof" if not data else "stray"
     try:
         data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
@@ -253,8 +289,10 @@ def _peer_closed(sock):
 class LoadGen:
     def __init__(self, port, rate=300, path="/echo", header="X-Generation", ka_conns=16,
                  fresh_threads=32, timeout=5.0, fresh_share=0.5, verify_echo=True,
-                 max_duration=300.0, host=None):
+                 max_duration=300.0, host=None, tls_context=None, server_hostname=None):
         self.port = port
+        self.tls_context = tls_context
+        self.server_hostname = server_hostname
         self.rate = float(rate)
         self.path = path
         self.header = header.lower() if header else None
@@ -460,7 +498,7 @@ class LoadGen:
             sock = None
             resp = None
             try:
-                sock = _connect(self.port, deadline)
+                sock = _connect(self.port, deadline, self.tls_context, self.server_hostname)
                 _send(sock, data, deadline)
                 resp = _Reader(sock, deadline).response()
                 kind, detail = self._check(resp, target)
@@ -496,7 +534,8 @@ class LoadGen:
                         sock.close()
                         sock = self._ka_socks[i] = None
                 if sock is None:
-                    sock = self._ka_socks[i] = _connect(self.port, deadline)
+                    sock = self._ka_socks[i] = _connect(self.port, deadline, self.tls_context,
+                                                        self.server_hostname)
                 _send(sock, data, deadline)
                 resp = _Reader(sock, deadline).response()
                 kind, detail = self._check(resp, target)

@@ -310,15 +310,13 @@ TEST_CASE("keys of later features are recognised and refused") {
 listen = ["127.0.0.1:8080"]
 user = "proxyd"
 h2c = true
-[tls]
-listen = ["0.0.0.0:8443"]
 [cache]
 max_size = "1MiB"
 [metrics]
 listen = "127.0.0.1:9090"
 [upstreams.api]
 protocol = "h2c"
-servers = [{ address = "127.0.0.1:1", tls = true, sni = "api", verify = true, ca_file = "c" }]
+servers = [{ address = "127.0.0.1:1" }]
 [[routes]]
 upstream = "api"
 cors = { allowed_origins = ["*"] }
@@ -330,17 +328,12 @@ compress = false
 )",
                  "test.toml:3:1: \"user\" is not supported yet\n"
                  "test.toml:4:1: \"h2c\" is not supported yet\n"
-                 "test.toml:5:2: \"tls\" is not supported yet\n"
-                 "test.toml:7:2: \"cache\" is not supported yet\n"
-                 "test.toml:9:2: \"metrics\" is not supported yet\n"
-                 "test.toml:12:1: \"protocol\" is not supported yet\n"
-                 "test.toml:13:39: \"tls\" is not supported yet\n"
-                 "test.toml:13:51: \"sni\" is not supported yet\n"
-                 "test.toml:13:64: \"verify\" is not supported yet\n"
-                 "test.toml:13:79: \"ca_file\" is not supported yet\n"
-                 "test.toml:19:1: \"protocol\" is not supported yet\n"
-                 "test.toml:20:1: \"cache\" is not supported yet\n"
-                 "test.toml:21:1: \"compress\" is not supported yet\n");
+                 "test.toml:5:2: \"cache\" is not supported yet\n"
+                 "test.toml:7:2: \"metrics\" is not supported yet\n"
+                 "test.toml:10:1: \"protocol\" is not supported yet\n"
+                 "test.toml:17:1: \"protocol\" is not supported yet\n"
+                 "test.toml:18:1: \"cache\" is not supported yet\n"
+                 "test.toml:19:1: \"compress\" is not supported yet\n");
 }
 
 TEST_CASE("balance: every algorithm is read; an unknown one lists the valid values") {
