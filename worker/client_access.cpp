@@ -2,8 +2,10 @@
 // all: the PROXY protocol header, slow-client rules, CORS preflights, JWT authentication and rate
 // limits. Each either lets the request continue or ends it through fail() with its status.
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <ctime>
 
 #include "common/net/proxy_protocol.hpp"
@@ -52,6 +54,50 @@ bool ClientConnection::read_proxy_header() {
     evbuffer_drain(in, header.length);
     awaiting_proxy_header_ = false;
     return true;
+}
+
+// On a TLS listener the PROXY header precedes the ClientHello, and OpenSSL must see the socket
+// from the first byte after it: so the header is peeked, and exactly its length consumed.
+void ClientConnection::read_proxy_header_before_tls() {
+    char data[net::kProxyV2MaxPayload + 16];
+    ssize_t n = ::recv(stream_.fd(), data, sizeof data, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n <= 0) return close();
+    net::ProxyHeader header;
+    switch (net::parse_proxy_header(data, static_cast<std::size_t>(n), header)) {
+        case net::ProxyHeaderStatus::Incomplete:
+            if (static_cast<std::size_t>(n) == sizeof data) return close();
+            // The rest is still on its way; the socket stays readable meanwhile, so look again
+            // shortly instead of spinning on it (the head timer bounds the wait).
+            stream_.enable_read(false);
+            if (!proxy_retry_timer_) {
+                proxy_retry_timer_.reset(evtimer_new(
+                    worker_.base(),
+                    [](evutil_socket_t, short, void* arg) {
+                        auto* self = static_cast<ClientConnection*>(arg);
+                        self->stream_.enable_read(true);
+                    },
+                    this));
+            }
+            {
+                timeval retry{0, 10'000};
+                event_add(proxy_retry_timer_.get(), &retry);
+            }
+            return;
+        case net::ProxyHeaderStatus::Error:
+            spdlog::debug("connection from {}: no valid PROXY protocol header ({})", peer_ip_,
+                          header.error);
+            return close();
+        case net::ProxyHeaderStatus::Done:
+            break;
+    }
+    if (::recv(stream_.fd(), data, header.length, 0) != static_cast<ssize_t>(header.length)) {
+        return close();
+    }
+    if (!header.local) set_peer(header.source);
+    awaiting_proxy_header_ = false;
+    proxy_retry_timer_.reset();
+    stream_.start_tls(std::move(tls_after_proxy_header_), false);
 }
 
 // ---- slow clients -----------------------------------------------------------------------------

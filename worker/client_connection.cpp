@@ -158,7 +158,11 @@ ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_s
     stream_.open(worker.base(), std::move(fd), on_read_event, on_write_event, on_timer_event, this);
     if (ssl) {
         tls_ = true;
-        stream_.start_tls(std::move(ssl), false);
+        if (awaiting_proxy_header_) {
+            tls_after_proxy_header_ = std::move(ssl);
+        } else {
+            stream_.start_tls(std::move(ssl), false);
+        }
     }
     set_peer(peer);
 }
@@ -195,6 +199,7 @@ void ClientConnection::close() {
     if (phase_ == Phase::Closed) return;
     phase_ = Phase::Closed;
     queue_timer_.reset();
+    proxy_retry_timer_.reset();
     if (exchange_) {
         if (exchange_->rate_ticket != 0) worker_.access().cancel_redis(exchange_->rate_ticket);
         release_server();
@@ -219,6 +224,7 @@ void ClientConnection::on_timer_event(evutil_socket_t, short, void* arg) {
 }
 
 void ClientConnection::on_readable() {
+    if (tls_after_proxy_header_) return read_proxy_header_before_tls();
     if (phase_ == Phase::Lingering) {
         auto result = stream_.read(kHeadReadSize);
         std::size_t buffered = evbuffer_get_length(stream_.in());

@@ -150,6 +150,7 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
 
     // The phases, in order.
     bool read_proxy_header();
+    void read_proxy_header_before_tls();
     void read_request_head();
     void begin_request(const http::Request& request);
     bool check_request_limits(const http::Request& request);
@@ -200,6 +201,9 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     bool paused_for_client_ = false;    // upstream reads stopped: client output is full
     bool client_eof_ = false;
     bool tls_ = false;
+    // A TLS listener with server.proxy_protocol: TLS starts after the PROXY header.
+    tls::SslPtr tls_after_proxy_header_;
+    EventPtr proxy_retry_timer_;
     bool close_after_response_ = false;
     std::unique_ptr<Exchange> exchange_;
     EventPtr queue_timer_;  // created the first time every server is full

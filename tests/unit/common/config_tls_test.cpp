@@ -44,13 +44,13 @@ struct ConfigDir {
     }
     // A copy of tests/data/tls/NAME in the directory, so relative paths can be tested.
     std::string copy(const std::string& name) { return write(name, slurp(data(name))); }
-    LoadResult load(std::string text) {
-        if (!text.empty() && text.front() == '\n') text.erase(0, 1);
+    LoadResult load(std::string_view text) {
+        if (!text.empty() && text.front() == '\n') text.remove_prefix(1);
         return load_string(text, path + "/test.toml");
     }
     // Every error as "LINE:COLUMN: message\n", the directory written as "DIR".
-    std::string errors(std::string text) {
-        const LoadResult result = load(std::move(text));
+    std::string errors(const std::string& text) {
+        const LoadResult result = load(text);
         CHECK_FALSE(result.config.has_value());
         std::string out;
         for (const ConfigError& e : result.errors) {
