@@ -1,6 +1,7 @@
 #include "master/master.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
@@ -121,6 +122,10 @@ int Master::run() {
         return 1;
     }
     start_tls_services();
+    if (!config_.server.user.empty() && ::geteuid() != 0) {
+        spdlog::warn("server.user {} has no effect: the master does not run as root",
+                     config_.server.user);
+    }
     health_ = std::make_unique<HealthChecker>(base_.get(), upstream_state_);
     resolver_ = std::make_unique<Resolver>(base_.get(), [this](Resolutions changed) {
         if (transition_ || upgrade_ || stopping_) return;  // the next round tries again
@@ -234,6 +239,7 @@ bool Master::spawn_worker(int slot) {
         ::close(pair[1]);
         return false;
     }
+    hand_log_files_to_workers();
     pid_t pid = ::fork();
     if (pid < 0) {
         spdlog::error("fork: {}", std::strerror(errno));
@@ -708,8 +714,24 @@ bool Master::record_report(const nlohmann::json& request, std::string& error) {
     return true;
 }
 
+// Workers that run as server.user reopen their log files by name (`proxyctl reopen`): the files
+// must exist and be theirs, as nginx arranges it too.
+void Master::hand_log_files_to_workers() {
+    const auto& server = config_.server;
+    if (server.user.empty() || ::geteuid() != 0) return;
+    for (const std::string& path : {config_.log.error_log, config_.log.access_log}) {
+        if (path.empty() || path == "-") continue;
+        UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+        if (!fd || ::fchown(fd.get(), server.uid, server.gid) != 0) {
+            spdlog::warn("log file {}: cannot give it to user {}: {}", path, server.user,
+                         std::strerror(errno));
+        }
+    }
+}
+
 void Master::reopen_logs() {
     std::string error;
+    hand_log_files_to_workers();
     if (!log::setup_error_log(config_.log, "master", error)) {
         spdlog::error("reopen error log: {}", error);
     }

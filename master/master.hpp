@@ -142,6 +142,7 @@ class Master {
     void begin_stop(bool fast);
     void finish_stop();
     void reopen_logs();
+    void hand_log_files_to_workers();
     bool record_report(const nlohmann::json& request, std::string& error);
 
     // generations.cpp: reload and scaling.

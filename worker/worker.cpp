@@ -15,6 +15,7 @@
 #include "common/net/fd_passing.hpp"
 #include "common/util/timeval.hpp"
 #include "worker/client_connection.hpp"
+#include "worker/privileges.hpp"
 
 namespace proxyd::worker {
 
@@ -307,6 +308,10 @@ int run_worker(const WorkerOptions& options) {
     log::setup_error_log(options.config->log, "worker " + std::to_string(options.slot), error);
     if (!log::setup_access_log(options.config->log, error)) {
         spdlog::error("access log {}: {}", options.config->log.access_log, error);
+        return 1;
+    }
+    if (!drop_privileges(options.config->server, error)) {
+        spdlog::error("worker cannot run as user {}: {}", options.config->server.user, error);
         return 1;
     }
     EventBasePtr base(event_base_new());

@@ -1,4 +1,6 @@
 // [server] and its sub-tables.
+#include <grp.h>
+#include <pwd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -15,8 +17,8 @@ namespace {
 constexpr std::string_view kServerKeys[] = {
     "listen",           "workers",        "control_socket",  "pid_file", "max_connections",
     "shutdown_timeout", "real_ip_header", "trusted_proxies", "timeouts", "limits",
-    "response_headers", "hosts_file",     "proxy_protocol"};
-constexpr std::string_view kServerLater[] = {"user", "group", "state_file", "h2c"};
+    "response_headers", "hosts_file",     "proxy_protocol", "user", "group"};
+constexpr std::string_view kServerLater[] = {"state_file", "h2c"};
 constexpr std::string_view kTimeoutKeys[] = {
     "header",        "body",        "keepalive",     "upstream_connect", "upstream_response",
     "upstream_idle", "tunnel_idle", "min_rate_grace"};
@@ -196,6 +198,36 @@ void parse_listen(Reader& r, const toml::table& table, std::string_view where,
     }
 }
 
+// The account workers run as, looked up now so a typo fails `proxyd -t` rather than the start.
+void parse_user(Reader& r, const toml::table& server, ServerSection& out) {
+    const toml::node* user = server.get("user");
+    const toml::node* group = server.get("group");
+    if (user == nullptr) {
+        if (group != nullptr) r.error(*group, "\"group\" needs \"user\"");
+        return;
+    }
+    auto name = r.nonempty_string(*user, "user");
+    if (!name) return;
+    const passwd* account = ::getpwnam(name->c_str());
+    if (account == nullptr) {
+        r.error(*user, "unknown user " + quote(*name));
+        return;
+    }
+    out.user = *name;
+    out.uid = account->pw_uid;
+    out.gid = account->pw_gid;
+    if (group == nullptr) return;
+    auto group_name = r.nonempty_string(*group, "group");
+    if (!group_name) return;
+    const ::group* entry = ::getgrnam(group_name->c_str());
+    if (entry == nullptr) {
+        r.error(*group, "unknown group " + quote(*group_name));
+        return;
+    }
+    out.group = *group_name;
+    out.gid = entry->gr_gid;
+}
+
 void parse_server(Reader& r, const toml::node& node, ServerSection& out) {
     const toml::table* server = r.table(node, "server");
     if (server == nullptr) return;
@@ -204,6 +236,7 @@ void parse_server(Reader& r, const toml::node& node, ServerSection& out) {
     parse_workers(r, *server, out);
     parse_control_socket(r, *server, out);
     r.read(*server, "pid_file", out.pid_file);
+    parse_user(r, *server, out);
     if (const toml::node* n = server->get("hosts_file")) {
         if (auto path = r.nonempty_string(*n, "hosts_file")) out.hosts_file = std::move(*path);
     }

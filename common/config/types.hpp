@@ -62,6 +62,12 @@ struct ServerSection {
     bool workers_auto = false;
     std::string control_socket = "/run/proxyd/proxyd.sock";
     std::string pid_file;  // empty = none
+    // Workers switch to this user (and group: `group`, else the user's own) when the master
+    // runs as root; resolved when the config is loaded.
+    std::string user;
+    std::string group;
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
     int max_connections = 10000;
     Millis shutdown_timeout{30'000};
     std::string real_ip_header;  // empty = off
