@@ -24,7 +24,10 @@ SslCtxPtr make_context(bool verify, const std::string& ca_pem, std::string& erro
         return nullptr;
     }
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    // Many servers close without close_notify; like nginx, take a bare EOF as the end (HTTP
+    // framing, not TLS, says whether a response was complete).
+    SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                       SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                                     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_alpn_protos(ctx.get(), kAlpnHttp11, sizeof kAlpnHttp11 - 1);
@@ -136,8 +139,11 @@ SslPtr ClientTls::connect(const config::UpstreamServer& server, int fd, SessionS
 int ClientTls::on_new_session(SSL* ssl, SSL_SESSION* session) {
     auto* slot = static_cast<SessionSlot*>(SSL_get_app_data(ssl));
     if (slot == nullptr) return 0;
-    slot->session.reset(session);  // the reference OpenSSL gave us
-    return 1;
+    // A copy: OpenSSL marks the connection's own session object not resumable when the
+    // connection ends without close_notify (a server that just closes after a response), which
+    // would spoil the next connection's resumption for no reason of ours.
+    slot->session.reset(SSL_SESSION_dup(session));
+    return 0;
 }
 
 }  // namespace proxyd::tls
