@@ -576,6 +576,8 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
         } else {
             from.reply(control::make_reply(false, error));
         }
+    } else if (command == "reload-tls") {
+        reload_certificates(from.id());
     } else if (command == "reopen") {
         reopen_logs();
         from.reply(control::make_reply(true, "log files reopened"));

@@ -164,7 +164,8 @@ class Master {
     // After a generation is in place: ticket keys filled and rotated on its schedule,
     // certificate files watched when it asks for it.
     void start_tls_services();
-    void check_certificates();
+    // Re-reads the certificate files; `requester` (0: the watcher) gets the outcome.
+    void reload_certificates(std::uint64_t requester);
     static void on_ticket_rotation(evutil_socket_t, short, void* arg);
     nlohmann::json tls_json() const;
 

@@ -39,6 +39,7 @@ void usage(FILE* out) {
                  "  reload            re-read the config; new workers serve, old ones drain\n"
                  "  upgrade           start the binary now installed at the master's path\n"
                  "  workers N         change the number of workers\n"
+                 "  reload-tls        re-read the [tls] certificate and key files only\n"
                  "  reopen            reopen log files\n"
                  "  report UPSTREAM BACKEND_ID CPU MEM LOAD1   (percent, percent, load average)\n"
                  "                    a backend's load, for balance = \"adaptive\"\n");
@@ -155,7 +156,8 @@ int main(int argc, char** argv) {
     }
     nlohmann::json reply;
     bool slow =
-        options.command == "reload" || options.command == "workers" || options.command == "upgrade";
+        options.command == "reload" || options.command == "workers" ||
+        options.command == "upgrade" || options.command == "reload-tls";
     if (!proxyd::control::write_frame(fd.get(), request, error) ||
         !proxyd::control::read_frame(fd.get(), reply, slow ? kSlowReplyTimeoutMs : kReplyTimeoutMs,
                                      error)) {

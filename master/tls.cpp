@@ -48,7 +48,7 @@ void Master::start_tls_services() {
     }
     if (!certificate_watcher_) {
         certificate_watcher_ =
-            std::make_unique<CertificateWatcher>(base_.get(), [this] { check_certificates(); });
+            std::make_unique<CertificateWatcher>(base_.get(), [this] { reload_certificates(0); });
     }
     std::vector<std::string> paths;
     for (const auto& certificate : source_config_.tls.certificates) {
@@ -71,18 +71,27 @@ void Master::on_ticket_rotation(evutil_socket_t, short, void* arg) {
     }
 }
 
-// Re-reads every certificate and key file. Changed pairs that validate go to a new generation
+// Re-reads every certificate and key file (watch = true, or `proxyctl reload-tls`). Changed pairs that validate go to a new generation
 // (the running one is untouched: its connections keep their certificates); a pair that does not
 // validate keeps the certificate in use, and the reason is logged and shown in status.
-void Master::check_certificates() {
-    if (stopping_ || upgrade_) return;
+void Master::reload_certificates(std::uint64_t requester) {
+    if (stopping_ || upgrade_) {
+        return answer(requester, false, "reload-tls refused: the master is stopping or upgrading");
+    }
+    if (!config_.tls.enabled) {
+        return answer(requester, false, "reload-tls: the config has no [tls] section");
+    }
+    if (transition_ && requester != 0) {
+        return answer(requester, false,
+                      "reload-tls refused: a reload, scaling or upgrade is in progress");
+    }
     if (transition_) {
         // One generation at a time; look again once this one is done.
         if (!certificate_retry_timer_) {
             certificate_retry_timer_.reset(evtimer_new(
                 base_.get(),
                 [](evutil_socket_t, short, void* arg) {
-                    static_cast<Master*>(arg)->check_certificates();
+                    static_cast<Master*>(arg)->reload_certificates(0);
                 },
                 this));
         }
@@ -92,6 +101,7 @@ void Master::check_certificates() {
     }
     config::Config next = source_config_;
     bool changed = false;
+    nlohmann::json refused = nlohmann::json::array();
     for (auto& certificate : next.tls.certificates) {
         std::string cert_pem, key_pem, error;
         if (!config::detail::read_secret_file(certificate.cert_file, cert_pem, error,
@@ -113,6 +123,7 @@ void Master::check_certificates() {
                               certificate.cert_file, error);
             }
             certificate_errors_[certificate.cert_file] = error;
+            refused.push_back(certificate.cert_file + ": " + error);
             continue;
         }
         spdlog::info("tls: {} changed and is valid; starting workers with it",
@@ -122,7 +133,15 @@ void Master::check_certificates() {
         certificate.key_pem = std::move(key_pem);
         changed = true;
     }
-    if (changed) start_generation(std::move(next), resolutions_, "certificates", 0);
+    if (changed) {
+        return start_generation(std::move(next), resolutions_, "reload-tls", requester);
+    }
+    if (refused.empty()) return answer(requester, true, "reload-tls: certificates unchanged");
+    answer(requester, false,
+           "reload-tls: " + std::to_string(refused.size()) +
+               " certificate(s) refused, the current ones stay; still serving generation " +
+               std::to_string(generation_),
+           {{"errors", refused}});
 }
 
 nlohmann::json Master::tls_json() const {
