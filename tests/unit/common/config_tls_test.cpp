@@ -383,3 +383,27 @@ servers = [
        "14:43: unknown key \"verfy\" in a server of [upstreams.app]; did you mean "
        "\"verify\"?\n");
 }
+
+TEST_CASE("config tls: server.user and server.group are resolved when the config is loaded") {
+    ConfigDir dir;
+    // [server] is already open in kBase: insert the keys after its listen line.
+    auto with = [](const std::string& keys) {
+        std::string text = kBase;
+        text.insert(text.find("[upstreams.app]"), keys);
+        return text;
+    };
+    auto ok = dir.load(with("user = \"root\"\ngroup = \"root\"\n"));
+    const std::string first_error = ok.errors.empty() ? "" : ok.errors[0].format();
+    REQUIRE_MESSAGE(ok.config.has_value(), first_error);
+    CHECK(ok.config->server.user == "root");
+    CHECK(ok.config->server.uid == 0);
+    CHECK(ok.config->server.gid == 0);
+    auto nobody = dir.load(with("user = \"nobody\"\n"));
+    REQUIRE(nobody.config.has_value());
+    CHECK(nobody.config->server.uid != 0);  // and gid is nobody's own group
+    CHECK(dir.errors(with("user = \"no-such-user-here\"\n")) ==
+          "3:8: unknown user \"no-such-user-here\"\n");
+    CHECK(dir.errors(with("user = \"root\"\ngroup = \"no-such-group-here\"\n")) ==
+          "4:9: unknown group \"no-such-group-here\"\n");
+    CHECK(dir.errors(with("group = \"root\"\n")) == "3:9: \"group\" needs \"user\"\n");
+}
