@@ -189,6 +189,7 @@ class Master {
     shm::TicketKeyRegion ticket_keys_;
     TlsState tls_;
     EventPtr ticket_rotation_timer_;
+    config::Millis ticket_rotation_period_{0};
     std::unique_ptr<CertificateWatcher> certificate_watcher_;
     EventPtr certificate_retry_timer_;
     // cert file -> why its last re-read was refused (cleared when a generation loads it).

@@ -35,12 +35,19 @@ void Master::start_tls_services() {
     if (ticket_keys_->count.load(std::memory_order_relaxed) == 0 && !shm::rotate(*ticket_keys_)) {
         spdlog::error("tls: no random bytes for session-ticket keys; tickets are not issued");
     }
-    ticket_rotation_timer_.reset();
-    if (config_.tls.enabled && config_.tls.session_tickets) {
-        ticket_rotation_timer_.reset(
-            event_new(base_.get(), -1, EV_PERSIST, on_ticket_rotation, this));
-        timeval period = to_timeval(config_.tls.session_ticket_rotation);
-        event_add(ticket_rotation_timer_.get(), &period);
+    // The schedule is kept across generations unless its period changes: frequent reloads (or
+    // DNS changes) must not postpone rotation forever.
+    const bool rotating = config_.tls.enabled && config_.tls.session_tickets;
+    const auto period = rotating ? config_.tls.session_ticket_rotation : config::Millis{0};
+    if (period != ticket_rotation_period_) {
+        ticket_rotation_timer_.reset();
+        ticket_rotation_period_ = period;
+        if (rotating) {
+            ticket_rotation_timer_.reset(
+                event_new(base_.get(), -1, EV_PERSIST, on_ticket_rotation, this));
+            timeval tv = to_timeval(period);
+            event_add(ticket_rotation_timer_.get(), &tv);
+        }
     }
     if (!config_.tls.enabled || !config_.tls.watch) {
         certificate_watcher_.reset();
