@@ -251,14 +251,9 @@ void parse_server_tls(Reader& r, const toml::table& t, UpstreamServer& out) {
     }
     if (const toml::node* n = t.get("sni")) parse_sni(r, *n, out);
     r.read(t, "verify", out.verify);
-    if (const toml::node* n = t.get("ca_file")) {
-        const toml::node* verify = t.get("verify");
-        if (verify != nullptr && verify->as_boolean() != nullptr && !verify->as_boolean()->get()) {
-            r.error(*n, "\"ca_file\" has no effect with verify = false");
-        } else {
-            parse_ca_file(r, *n, out);
-        }
-    }
+    // With verify = false the CA is unused, but still checked: switching verification off to
+    // debug must not need another edit to switch it back on.
+    if (const toml::node* n = t.get("ca_file")) parse_ca_file(r, *n, out);
 }
 
 void parse_server_entry(Reader& r, const toml::node& node, const std::string& where,

@@ -365,7 +365,7 @@ servers = [
   { address = "127.0.0.1:5", tls = true, sni = "10.0.0.1" },
   { address = "127.0.0.1:6", tls = true, sni = "a_b.test" },
   { address = "127.0.0.1:7", tls = true, sni = "" },
-  { address = "127.0.0.1:8", tls = true, verify = false, ca_file = "ca.pem" },
+  { address = "127.0.0.1:8", tls = true, verify = false, ca_file = "not-pem.txt" },
   { address = "127.0.0.1:9", tls = "yes", sni = "a.test" },
   { address = "127.0.0.1:10", tls = true, verfy = false },
 ]
@@ -378,7 +378,8 @@ servers = [
        "10:48: \"sni\": invalid host name \"a_b.test\": \"_\" is not allowed (use letters, "
        "digits, \"-\" and \".\")\n"
        "11:48: \"sni\" must not be empty\n"
-       "12:68: \"ca_file\" has no effect with verify = false\n"
+       "12:68: \"ca_file\" \"DIR/not-pem.txt\" is not a PEM CA bundle: no PEM certificate "
+       "found\n"
        "13:36: expected a boolean for \"tls\", got string\n"
        "14:43: unknown key \"verfy\" in a server of [upstreams.app]; did you mean "
        "\"verify\"?\n");
