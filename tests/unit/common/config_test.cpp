@@ -308,7 +308,7 @@ TEST_CASE("keys of later features are recognised and refused") {
     check_errors(R"(
 [server]
 listen = ["127.0.0.1:8080"]
-user = "proxyd"
+state_file = "/var/lib/proxyd/state.toml"
 h2c = true
 [cache]
 max_size = "1MiB"
@@ -326,7 +326,7 @@ protocol = "grpc"
 cache = { ttl = "5m" }
 compress = false
 )",
-                 "test.toml:3:1: \"user\" is not supported yet\n"
+                 "test.toml:3:1: \"state_file\" is not supported yet\n"
                  "test.toml:4:1: \"h2c\" is not supported yet\n"
                  "test.toml:5:2: \"cache\" is not supported yet\n"
                  "test.toml:7:2: \"metrics\" is not supported yet\n"
