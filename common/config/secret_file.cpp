@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 namespace proxyd::config::detail {
 
@@ -28,7 +29,8 @@ std::string resolve_config_path(const std::string& config_file, const std::strin
     if (slash == std::string::npos) return path;
     std::string out = config_file.substr(0, slash + 1);
     out.append(path);
-    return out;
+    // "conf/../certs/a.crt" -> "certs/a.crt": the path shows in status and logs.
+    return std::filesystem::path(out).lexically_normal().string();
 }
 
 bool read_secret_file(const std::string& path, std::string& out, std::string& error,
