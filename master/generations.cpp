@@ -131,13 +131,12 @@ void Master::commit_transition() {
     if (done.what == "reload") certificate_errors_.clear();
     start_tls_services();
     sd_notify("READY=1");
-    std::string message =
-        done.what == "workers"
-            ? "workers: " + std::to_string(config_.server.workers) + " worker(s), generation " +
-                  std::to_string(generation_)
-            : (done.what == "reload" ? std::string("reloaded") : done.what) + ": generation " +
-                  std::to_string(generation_) + ", " + std::to_string(config_.server.workers) +
-                  " worker(s)";
+    std::string message = done.what == "workers"
+                              ? "workers: " + std::to_string(config_.server.workers) +
+                                    " worker(s), generation " + std::to_string(generation_)
+                              : (done.what == "reload" ? std::string("reloaded") : done.what) +
+                                    ": generation " + std::to_string(generation_) + ", " +
+                                    std::to_string(config_.server.workers) + " worker(s)";
     answer(done.requester, true, message, {{"generation", generation_}});
 }
 

@@ -51,9 +51,8 @@ struct HealthChecker::Probe {
             tls::SslPtr ssl = tls ? tls->connect(server, -1, nullptr, error) : nullptr;
             if (!ssl) return finish(false, tls ? error : "TLS is not set up");
             // The bufferevent owns the SSL from here (BEV_OPT_CLOSE_ON_FREE frees it).
-            connection = bufferevent_openssl_socket_new(owner->base_, -1, ssl.release(),
-                                                        BUFFEREVENT_SSL_CONNECTING,
-                                                        BEV_OPT_CLOSE_ON_FREE);
+            connection = bufferevent_openssl_socket_new(
+                owner->base_, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
         } else {
             connection = bufferevent_socket_new(owner->base_, -1, BEV_OPT_CLOSE_ON_FREE);
         }

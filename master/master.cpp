@@ -616,10 +616,14 @@ nlohmann::json Master::status_json() const {
                            {"started_at", w->started_at},
                            {"connections", std::max<std::int64_t>(connections, 0)}});
     }
-    return {{"master_pid", ::getpid()},       {"version", PROXYD_VERSION},
-            {"generation", generation_},      {"config", options_.config_path},
-            {"binary", options_.binary_path}, {"workers", workers},
-            {"upstreams", upstreams_json()},  {"totals", totals_json()},
+    return {{"master_pid", ::getpid()},
+            {"version", PROXYD_VERSION},
+            {"generation", generation_},
+            {"config", options_.config_path},
+            {"binary", options_.binary_path},
+            {"workers", workers},
+            {"upstreams", upstreams_json()},
+            {"totals", totals_json()},
             {"tls", tls_json()}};
 }
 

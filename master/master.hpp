@@ -10,9 +10,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,10 +20,10 @@
 #include "common/config/types.hpp"
 #include "common/shm/rate_limit_table.hpp"
 #include "common/shm/ticket_keys.hpp"
-#include "common/tls/client_context.hpp"
-#include "common/tls/server_context.hpp"
 #include "common/shm/upstream_state.hpp"
 #include "common/shm/worker_stats.hpp"
+#include "common/tls/client_context.hpp"
+#include "common/tls/server_context.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
 #include "master/certificate_watcher.hpp"

@@ -155,9 +155,8 @@ int main(int argc, char** argv) {
         request["load_avg_1"] = std::atof(options.args[4].c_str());
     }
     nlohmann::json reply;
-    bool slow =
-        options.command == "reload" || options.command == "workers" ||
-        options.command == "upgrade" || options.command == "reload-tls";
+    bool slow = options.command == "reload" || options.command == "workers" ||
+                options.command == "upgrade" || options.command == "reload-tls";
     if (!proxyd::control::write_frame(fd.get(), request, error) ||
         !proxyd::control::read_frame(fd.get(), reply, slow ? kSlowReplyTimeoutMs : kReplyTimeoutMs,
                                      error)) {

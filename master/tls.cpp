@@ -78,9 +78,10 @@ void Master::on_ticket_rotation(evutil_socket_t, short, void* arg) {
     }
 }
 
-// Re-reads every certificate and key file (watch = true, or `proxyctl reload-tls`). Changed pairs that validate go to a new generation
-// (the running one is untouched: its connections keep their certificates); a pair that does not
-// validate keeps the certificate in use, and the reason is logged and shown in status.
+// Re-reads every certificate and key file (watch = true, or `proxyctl reload-tls`). Changed pairs
+// that validate go to a new generation (the running one is untouched: its connections keep their
+// certificates); a pair that does not validate keeps the certificate in use, and the reason is
+// logged and shown in status.
 void Master::reload_certificates(std::uint64_t requester) {
     if (stopping_ || upgrade_) {
         return answer(requester, false, "reload-tls refused: the master is stopping or upgrading");
@@ -155,12 +156,10 @@ nlohmann::json Master::tls_json() const {
     nlohmann::json certificates = nlohmann::json::array();
     if (tls_.server) {
         for (const auto& summary : tls_.server->certificates()) {
-            nlohmann::json entry = {{"cert", summary.cert_file},
-                                    {"names", summary.names},
-                                    {"key_type", summary.key_type},
-                                    {"subject", summary.subject},
-                                    {"not_after", summary.not_after},
-                                    {"expires", tls::format_utc(summary.not_after)}};
+            nlohmann::json entry = {
+                {"cert", summary.cert_file},      {"names", summary.names},
+                {"key_type", summary.key_type},   {"subject", summary.subject},
+                {"not_after", summary.not_after}, {"expires", tls::format_utc(summary.not_after)}};
             if (auto it = certificate_errors_.find(summary.cert_file);
                 it != certificate_errors_.end()) {
                 entry["error"] = it->second;

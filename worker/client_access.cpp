@@ -2,8 +2,8 @@
 // all: the PROXY protocol header, slow-client rules, CORS preflights, JWT authentication and rate
 // limits. Each either lets the request continue or ends it through fail() with its status.
 #include <arpa/inet.h>
-#include <sys/socket.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <ctime>

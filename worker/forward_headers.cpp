@@ -98,7 +98,6 @@ bool is_cors_header(std::string_view name) {
     return name.size() > kPrefix.size() && iequals(name.substr(0, kPrefix.size()), kPrefix);
 }
 
-
 void append_extra_headers(const ClientResponseInfo& info, std::string& out) {
     if (info.extra_headers) {
         for (const auto& [name, value] : *info.extra_headers) append_header(out, name, value);

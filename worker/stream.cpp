@@ -339,7 +339,8 @@ void Stream::enable_read(bool on) {
 bool Stream::still_usable_when_idle() {
     char byte;
     ssize_t n = ::recv(fd_.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return !ssl_ || !SSL_has_pending(ssl_.get());
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return !ssl_ || !SSL_has_pending(ssl_.get());
     if (n <= 0 || !ssl_) return false;
     // TLS: a session ticket or a key update is not a response; see whether it was only that.
     std::size_t before = evbuffer_get_length(in_.get());

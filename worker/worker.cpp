@@ -31,8 +31,8 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
       scratch_request_(std::make_unique<http::Request>()),
       scratch_response_(std::make_unique<http::Response>()) {
     tls_response_headers_ = config_.server.response_headers;
-    if (!config_.tls.hsts.empty() && !has_extra_header(&tls_response_headers_,
-                                                       "Strict-Transport-Security")) {
+    if (!config_.tls.hsts.empty() &&
+        !has_extra_header(&tls_response_headers_, "Strict-Transport-Security")) {
         tls_response_headers_.emplace_back("Strict-Transport-Security", config_.tls.hsts);
     }
 }

@@ -17,7 +17,7 @@ namespace {
 constexpr std::string_view kServerKeys[] = {
     "listen",           "workers",        "control_socket",  "pid_file", "max_connections",
     "shutdown_timeout", "real_ip_header", "trusted_proxies", "timeouts", "limits",
-    "response_headers", "hosts_file",     "proxy_protocol", "user", "group"};
+    "response_headers", "hosts_file",     "proxy_protocol",  "user",     "group"};
 constexpr std::string_view kServerLater[] = {"state_file", "h2c"};
 constexpr std::string_view kTimeoutKeys[] = {
     "header",        "body",        "keepalive",     "upstream_connect", "upstream_response",

@@ -26,8 +26,8 @@ SslCtxPtr make_context(bool verify, const std::string& ca_pem, std::string& erro
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
     // Many servers close without close_notify; like nginx, take a bare EOF as the end (HTTP
     // framing, not TLS, says whether a response was complete).
-    SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                       SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_options(
+        ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                                     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_alpn_protos(ctx.get(), kAlpnHttp11, sizeof kAlpnHttp11 - 1);
@@ -96,7 +96,8 @@ ClientTls::~ClientTls() = default;
 
 const ClientTls::Context* ClientTls::find(const config::UpstreamServer& server) const {
     for (const auto& context : contexts_) {
-        if (context.verify == server.verify && (!server.verify || context.ca_pem == server.ca_pem)) {
+        if (context.verify == server.verify &&
+            (!server.verify || context.ca_pem == server.ca_pem)) {
             return &context;
         }
     }

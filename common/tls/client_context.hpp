@@ -28,8 +28,9 @@ class ClientTls {
     static std::unique_ptr<ClientTls> create(const config::Config& config, std::string& error);
     ~ClientTls();
 
-    // A client-side SSL on `fd` (-1: set later, e.g. by a bufferevent) for `server`, resuming from `slot`'s session when there is one;
-    // new sessions go to `slot` (may be null). Null (with the reason in `error`) on failure.
+    // A client-side SSL on `fd` (-1: set later, e.g. by a bufferevent) for `server`, resuming from
+    // `slot`'s session when there is one; new sessions go to `slot` (may be null). Null (with the
+    // reason in `error`) on failure.
     SslPtr connect(const config::UpstreamServer& server, int fd, SessionSlot* slot,
                    std::string& error) const;
 

@@ -174,9 +174,9 @@ bool ServerTls::configure(SSL_CTX* ctx, const config::TlsSection& section, std::
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
     if (ring_) {
-        auto lifetime = std::chrono::duration_cast<std::chrono::seconds>(
-                            section.session_ticket_rotation)
-                            .count();
+        auto lifetime =
+            std::chrono::duration_cast<std::chrono::seconds>(section.session_ticket_rotation)
+                .count();
         // A key decrypts for two periods after it stopped encrypting: a ticket must not be
         // offered for longer than its key can open it.
         SSL_CTX_set_timeout(ctx, static_cast<long>(2 * lifetime));
@@ -234,8 +234,7 @@ int ServerTls::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* iv,
     if (self == nullptr || self->ring_ == nullptr || !shm::read_keys(*self->ring_, keys)) return 0;
     auto use_key = [&](shm::TicketKey& key) {
         OSSL_PARAM params[] = {
-            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"),
-                                             0),
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
             OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key.hmac_key,
                                               sizeof key.hmac_key),
             OSSL_PARAM_construct_end()};
@@ -245,19 +244,17 @@ int ServerTls::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* iv,
     if (encrypt) {
         shm::TicketKey& key = keys.keys[0];
         std::memcpy(name, key.name, sizeof key.name);
-        result = RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) == 1 &&
-                         EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes_key, iv) ==
-                             1 &&
-                         use_key(key)
-                     ? 1
-                     : -1;
+        bool ok = RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) == 1 &&
+                  EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes_key, iv) == 1 &&
+                  use_key(key);
+        result = ok ? 1 : -1;
     } else {
         for (std::uint32_t i = 0; i < keys.count; ++i) {
             shm::TicketKey& key = keys.keys[i];
             if (std::memcmp(name, key.name, sizeof key.name) != 0) continue;
-            bool ok = EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes_key, iv) ==
-                          1 &&
-                      use_key(key);
+            bool ok =
+                EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes_key, iv) == 1 &&
+                use_key(key);
             // 2: valid, but made with an older key — the client gets a fresh ticket.
             result = !ok ? -1 : i == 0 ? 1 : 2;
             break;

@@ -1,5 +1,7 @@
 // The shared session-ticket ring and the server contexts built on it: SNI choice, ALPN, and
 // resumption across two ServerTls objects (two workers, or two generations) sharing one ring.
+#include "common/shm/ticket_keys.hpp"
+
 #include <doctest.h>
 #include <fcntl.h>
 #include <openssl/err.h>
@@ -9,7 +11,6 @@
 #include <cstring>
 #include <string>
 
-#include "common/shm/ticket_keys.hpp"
 #include "common/tls/server_context.hpp"
 #include "tests/unit/common/tls_test_certs.hpp"
 
