@@ -159,7 +159,12 @@ bool ServerTls::configure(SSL_CTX* ctx, const config::TlsSection& section, std::
     }
     std::uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                             SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF;
-    if (!ring_) options |= SSL_OP_NO_TICKET;
+    if (!ring_) {
+        options |= SSL_OP_NO_TICKET;
+        // Under TLS 1.3 NO_TICKET means stateful tickets, which with no session cache could
+        // never resume: send none.
+        SSL_CTX_set_num_tickets(ctx, 0);
+    }
     SSL_CTX_set_options(ctx, options);
     // Idle keep-alive connections give their read and write buffers back.
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
@@ -255,8 +260,11 @@ int ServerTls::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* iv,
             bool ok =
                 EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes_key, iv) == 1 &&
                 use_key(key);
-            // 2: valid, but made with an older key — the client gets a fresh ticket.
-            result = !ok ? -1 : i == 0 ? 1 : 2;
+            // 2: the client gets a fresh ticket — when the key is an older one, and always under
+            // TLS 1.3, whose clients use a ticket once (RFC 8446, C.4): without a new one every
+            // other connection would be a full handshake.
+            bool renew = i != 0 || SSL_version(ssl) >= TLS1_3_VERSION;
+            result = !ok ? -1 : renew ? 2 : 1;
             break;
         }
     }

@@ -221,6 +221,14 @@ TEST_CASE("server tls: a ticket from one context set resumes on another sharing 
         Result again =
             handshake(*second, "a.test", initial.session.get(), nullptr, nullptr, 0, version);
         CHECK(again.reused);
+        if (version == TLS1_3_VERSION) {
+            // A resumption brings a fresh ticket, which resumes in turn.
+            REQUIRE(again.session);
+            CHECK(SSL_SESSION_has_ticket(again.session.get()) == 1);
+            CHECK(again.session.get() != initial.session.get());
+            CHECK(handshake(*first, "a.test", again.session.get(), nullptr, nullptr, 0, version)
+                      .reused);
+        }
         // After one rotation the old key still decrypts; after three it is gone.
         REQUIRE(shm::rotate(*ring));
         CHECK(handshake(*first, "a.test", initial.session.get(), nullptr, nullptr, 0, version)
@@ -242,9 +250,15 @@ TEST_CASE("server tls: session_tickets = false resumes nothing") {
     section.session_tickets = false;
     auto server = tls::ServerTls::create(section, &*ring, kNow, error);
     REQUIRE(server);
-    Result initial = handshake(*server, "a.test");
-    REQUIRE(initial.ok);
-    if (initial.session) CHECK_FALSE(handshake(*server, "a.test", initial.session.get()).reused);
+    for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+        Result initial = handshake(*server, "a.test", nullptr, nullptr, nullptr, 0, version);
+        REQUIRE(initial.ok);
+        REQUIRE(initial.session);
+        CHECK(SSL_SESSION_has_ticket(initial.session.get()) == 0);  // none sent at all
+        CHECK_FALSE(
+            handshake(*server, "a.test", initial.session.get(), nullptr, nullptr, 0, version)
+                .reused);
+    }
 }
 
 TEST_CASE("server tls: an expired certificate is refused when the contexts are built") {
