@@ -32,6 +32,7 @@ void Master::request_reload(std::uint64_t requester) {
     }
     auto result = config::load_file(options_.config_path);
     if (!result.config) {
+        ++reloads_failed_;
         nlohmann::json errors = nlohmann::json::array();
         for (const auto& error : result.errors) {
             errors.push_back(error.format());
@@ -68,11 +69,13 @@ void Master::start_generation(config::Config source, Resolutions resolutions, st
     config::Config next = source;
     TlsState next_tls;
     if (!expand_config(next, resolutions, error) || !listeners_.prepare(next, error)) {
+        if (what == "reload") ++reloads_failed_;
         return answer(requester, false,
                       what + " failed: " + error + "; still serving generation " +
                           std::to_string(generation_));
     }
     if (!build_tls(next, next_tls, error)) {
+        if (what == "reload") ++reloads_failed_;
         listeners_.rollback();
         return answer(requester, false,
                       what + " failed: " + error + "; still serving generation " +
@@ -128,8 +131,12 @@ void Master::commit_transition() {
     }
     drain_old_generations();
     apply_upstream_changes();
-    if (done.what == "reload") certificate_errors_.clear();
+    if (done.what == "reload") {
+        certificate_errors_.clear();
+        ++reloads_ok_;
+    }
     start_tls_services();
+    configure_metrics();
     sd_notify("READY=1");
     std::string message = done.what == "workers"
                               ? "workers: " + std::to_string(config_.server.workers) +
@@ -166,6 +173,7 @@ void Master::abort_transition(const std::string& reason) {
     if (!transition_) return;
     Transition failed = std::move(*transition_);
     transition_.reset();
+    if (failed.what == "reload") ++reloads_failed_;
     for (auto& worker : workers_) {
         if (worker.generation == failed.generation) {
             worker.draining = true;  // its exit is expected now

@@ -100,8 +100,9 @@ int Master::run() {
         upstream_state_ = shm::UpstreamState::create("proxyd-upstreams");
         rate_limits_ = shm::RateLimitRegion::create("proxyd-rate-limits");
         ticket_keys_ = shm::TicketKeyRegion::create("proxyd-ticket-keys");
+        metrics_ = shm::MetricsRegion::create("proxyd-metrics");
         if (!stats_.valid() || !upstream_state_.valid() || !rate_limits_.valid() ||
-            !ticket_keys_.valid()) {
+            !ticket_keys_.valid() || !metrics_.valid()) {
             spdlog::error("cannot create shared memory");
             return 1;
         }
@@ -122,6 +123,13 @@ int Master::run() {
         return 1;
     }
     start_tls_services();
+    metrics_server_ = std::make_unique<MetricsServer>(
+        base_.get(), [this](std::string& out) { render_metrics_text(out); },
+        [this] { return ready_for_traffic(); });
+    if (!metrics_server_->configure(config_.metrics, error)) {
+        spdlog::error("{}", error);
+        return 1;
+    }
     if (!config_.server.user.empty() && ::geteuid() != 0) {
         spdlog::warn("server.user {} has no effect: the master does not run as root",
                      config_.server.user);
@@ -290,6 +298,7 @@ void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
     options.stats = &stats_->slots[stats_slot];
     options.upstream_state = &*upstream_state_;
     options.rate_limits = &*rate_limits_;
+    options.metrics = &metrics_->slots[stats_slot];
     options.server_tls = tls_.server.get();
     options.client_tls = tls_.client.get();
     options.stats_slot = stats_slot;
@@ -432,6 +441,7 @@ void Master::on_worker_exit(pid_t pid, int status) {
     }
     spdlog::error("worker {} (pid {}, generation {}) {}", slot, pid, generation,
                   describe_exit(status));
+    ++worker_restarts_;
     if (transition_ && generation == transition_->generation) {
         abort_transition("new worker " + std::to_string(slot) + " " + describe_exit(status));
         return;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/config/types.hpp"
+#include "common/shm/metric_series.hpp"
 #include "common/shm/rate_limit_table.hpp"
 #include "common/shm/ticket_keys.hpp"
 #include "common/shm/upstream_state.hpp"
@@ -30,6 +31,7 @@
 #include "master/control_server.hpp"
 #include "master/health_checker.hpp"
 #include "master/listener_table.hpp"
+#include "master/metrics_server.hpp"
 #include "master/resolver.hpp"
 #include "master/server_registry.hpp"
 
@@ -159,6 +161,11 @@ class Master {
     void drain_old_generations();
     static void on_transition_deadline(evutil_socket_t, short, void* arg);
 
+    // metrics.cpp: the [metrics] endpoint.
+    void configure_metrics();
+    void render_metrics_text(std::string& out);
+    bool ready_for_traffic() const;
+
     // tls.cpp: certificates, session-ticket keys, renewals.
     bool build_tls(const config::Config& config, TlsState& out, std::string& error);
     // After a generation is in place: ticket keys filled and rotated on its schedule,
@@ -187,6 +194,12 @@ class Master {
     shm::UpstreamState upstream_state_;
     shm::RateLimitRegion rate_limits_;
     shm::TicketKeyRegion ticket_keys_;
+    shm::MetricsRegion metrics_;
+    std::unique_ptr<MetricsServer> metrics_server_;
+    // The master's own counters; handed to a new binary on upgrade.
+    std::uint64_t worker_restarts_ = 0;
+    std::uint64_t reloads_ok_ = 0;
+    std::uint64_t reloads_failed_ = 0;
     TlsState tls_;
     EventPtr ticket_rotation_timer_;
     config::Millis ticket_rotation_period_{0};

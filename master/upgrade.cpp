@@ -112,7 +112,12 @@ void Master::request_upgrade(std::uint64_t requester) {
     fds.push_back(rate_limits_.fd());
     header["rate_limits"] = true;  // absent in handoffs from 0.1
     fds.push_back(ticket_keys_.fd());
-    header["ticket_keys"] = true;  // the last fd; absent in handoffs from 0.1
+    header["ticket_keys"] = true;  // absent in handoffs from 0.1
+    fds.push_back(metrics_.fd());
+    header["metrics"] = true;  // the last fd; absent in handoffs from 0.1
+    header["counters"] = {{"worker_restarts", worker_restarts_},
+                          {"reloads_ok", reloads_ok_},
+                          {"reloads_failed", reloads_failed_}};
     header["registry"] = registry_.to_json();
     nlohmann::json in_use = nlohmann::json::array();
     for (const auto& worker : workers_) in_use.push_back(worker.stats_slot);
@@ -168,6 +173,7 @@ void Master::finish_upgrade(bool ok, const std::string& reason) {
     // The control socket path and the listening sockets now belong to the new master; dropping
     // our copies closes nothing it uses.
     control_->stop_listening();
+    metrics_server_.reset();  // the new master answers scrapes now
     stopping_ = true;
     listeners_.close_all();
     for (auto& worker : workers_) {
@@ -210,10 +216,22 @@ bool Master::receive_handoff(std::string& error) {
                 std::to_string(header.value("fds", 0u));
         return false;
     }
-    if (fds.size() < 2u + header.value("rate_limits", false) + header.value("ticket_keys", false)) {
+    if (fds.size() < 2u + header.value("rate_limits", false) + header.value("ticket_keys", false) +
+                         header.value("metrics", false)) {
         error = "the handoff carried no shared memory";
         return false;
     }
+    // Series keep counting where the old binary's workers left them.
+    if (header.value("metrics", false)) {
+        metrics_ = shm::MetricsRegion::attach(std::move(fds.back()));
+        fds.pop_back();
+    } else {
+        metrics_ = shm::MetricsRegion::create("proxyd-metrics");
+    }
+    const auto counters = header.value("counters", nlohmann::json::object());
+    worker_restarts_ = counters.value("worker_restarts", std::uint64_t{0});
+    reloads_ok_ = counters.value("reloads_ok", std::uint64_t{0});
+    reloads_failed_ = counters.value("reloads_failed", std::uint64_t{0});
     // Session tickets issued by the old binary's workers stay valid under the new one.
     if (header.value("ticket_keys", false)) {
         ticket_keys_ = shm::TicketKeyRegion::attach(std::move(fds.back()));
@@ -232,7 +250,7 @@ bool Master::receive_handoff(std::string& error) {
     stats_ = shm::SharedStats::attach(std::move(fds.back()));
     fds.pop_back();
     if (!stats_.valid() || !upstream_state_.valid() || !rate_limits_.valid() ||
-        !ticket_keys_.valid()) {
+        !ticket_keys_.valid() || !metrics_.valid()) {
         error = "the shared memory from the old master has another layout";
         return false;
     }

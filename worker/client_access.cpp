@@ -204,6 +204,7 @@ bool ClientConnection::authenticate(const http::Request& request) {
         token.empty() ? nullptr : jwt->verify(token, std::time(nullptr), failure);
     if (verified == nullptr && route.auth_required) {
         worker_.stats().auth_failures.fetch_add(1, std::memory_order_relaxed);
+        worker_.metrics().auth_failure(route, auth_failure_reason(failure));
         ex.access_headers.append("WWW-Authenticate: Bearer");
         if (failure != AuthFailure::Missing) {
             ex.access_headers.append(" error=\"invalid_token\", error_description=\"");
@@ -219,6 +220,7 @@ bool ClientConnection::authenticate(const http::Request& request) {
     if (verified == nullptr) return true;  // optional token for a claim-keyed limit: anonymous
     if (route.auth_required && !has_any_role(*verified, route.roles)) {
         worker_.stats().auth_failures.fetch_add(1, std::memory_order_relaxed);
+        worker_.metrics().auth_failure(route, "role");
         ex.access_headers.append("WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n");
         evbuffer_drain(stream_.in(), request.head_length);
         fail(Failure::Forbidden, "the token lacks a required role");
@@ -281,6 +283,7 @@ void ClientConnection::apply_rate_decision(const shm::RateDecision& decision) {
     append_rate_limit_headers(decision, ex.access_headers);
     if (!decision.allowed) {
         worker_.stats().rate_limited.fetch_add(1, std::memory_order_relaxed);
+        worker_.metrics().rate_limited(ex.route->rate_limit_index);
         fail(Failure::RateLimited);
         return;
     }

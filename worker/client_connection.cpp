@@ -843,6 +843,9 @@ void ClientConnection::read_response_head() {
 void ClientConnection::send_response_head(const http::Response& response) {
     auto& ex = *exchange_;
     auto& upstream = ex.upstream->stream;
+    worker_.metrics().upstream_response(ex.upstream_index, ex.server_index, response.status,
+                                        std::chrono::duration_cast<std::chrono::microseconds>(
+                                            std::chrono::steady_clock::now() - ex.attempt_started));
     report_attempt(response.status < 500);
     ex.response_head_done = true;
     ex.status = response.status;
@@ -971,7 +974,7 @@ void ClientConnection::move_response_data(evbuffer* in, std::size_t n) {
 void ClientConnection::finish_exchange() {
     auto& ex = *exchange_;
     if (queue_timer_) event_del(queue_timer_.get());  // it belonged to this request
-    write_access_log();
+    record_exchange();
     release_upstream();
     bool keep_alive = ex.keep_alive && !close_after_response_ && !worker_.draining();
     worker_.recycle_exchange(std::move(exchange_));
@@ -1037,7 +1040,7 @@ void ClientConnection::fail(Failure failure, std::string_view detail, int parser
     ex.upstream.reset();
     if (status == 0 || ex.response_started) {
         if (!ex.response_started) ex.status = failure == Failure::ClientGone ? 499 : 502;
-        write_access_log();
+        record_exchange();
         close();
         return;
     }
@@ -1119,10 +1122,21 @@ bool ClientConnection::flush_client() {
         auto& ex = *exchange_;
         ex.upstream.reset();
         if (!ex.status) ex.status = 499;
-        write_access_log();
+        record_exchange();
     }
     close();
     return false;
+}
+
+// Once per request, when its outcome is known: the metrics, then the access log line.
+void ClientConnection::record_exchange() {
+    auto& ex = *exchange_;
+    const auto& routes = worker_.config().routes;
+    const std::size_t route_index = ex.route ? static_cast<std::size_t>(ex.route - routes.data()) : 0;
+    worker_.metrics().request(ex.route, route_index, ex.status,
+                              std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::steady_clock::now() - ex.started));
+    write_access_log();
 }
 
 void ClientConnection::write_access_log() {

@@ -182,6 +182,7 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     void retry_or_fail(Failure failure, std::string_view detail);
     void send_error(int status, std::string_view detail, bool keep_alive);
     void send_bodiless(int status);
+    void record_exchange();
     void write_access_log();
     void release_upstream();
     void end_response_close();

@@ -28,6 +28,7 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
       selector_(*options.config, options.upstream_state, static_cast<std::size_t>(options.slot),
                 options.stats_slot),
       access_(*options.config, options.rate_limits, base),
+      metrics_(options.metrics, *options.config),
       scratch_request_(std::make_unique<http::Request>()),
       scratch_response_(std::make_unique<http::Response>()) {
     tls_response_headers_ = config_.server.response_headers;

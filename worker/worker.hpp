@@ -22,6 +22,7 @@
 #include "common/util/unique_fd.hpp"
 #include "worker/access_policy.hpp"
 #include "worker/forward_headers.hpp"
+#include "worker/metrics_recorder.hpp"
 #include "worker/request_id.hpp"
 #include "worker/upstream_pool.hpp"
 #include "worker/upstream_selector.hpp"
@@ -38,6 +39,7 @@ struct WorkerOptions {
     shm::WorkerSlotStats* stats = nullptr;
     shm::UpstreamStateLayout* upstream_state = nullptr;
     shm::RateLimitTable* rate_limits = nullptr;
+    shm::SeriesTable* metrics = nullptr;  // this worker's stats slot's labelled series
     // Built by the master before the fork; null when there is no [tls] / no TLS upstream server.
     const tls::ServerTls* server_tls = nullptr;
     const tls::ClientTls* client_tls = nullptr;
@@ -76,6 +78,7 @@ class Worker {
     RequestIdGenerator& request_ids() { return request_ids_; }
     UpstreamSelector& selector() { return selector_; }
     AccessPolicy& access() { return access_; }
+    MetricsRecorder& metrics() { return metrics_; }
     // Logs a Redis rate-limit failure, at most once a second per worker.
     void warn_redis_failure(const config::RateLimit& limit);
     // Reused per request so that heads are parsed and built without allocating.
@@ -117,6 +120,7 @@ class Worker {
     RequestIdGenerator request_ids_;
     UpstreamSelector selector_;
     AccessPolicy access_;
+    MetricsRecorder metrics_;
     std::chrono::steady_clock::time_point last_redis_warning_{};
     std::uint64_t redis_failures_unlogged_ = 0;
     std::unique_ptr<http::Request> scratch_request_;

@@ -9,6 +9,8 @@
 
 #include "common/config/load.hpp"
 #include "common/config/reader.hpp"
+#include "common/config/text.hpp"
+#include "common/config/units.hpp"
 #include "common/config/validate.hpp"
 
 namespace proxyd::config {
@@ -17,9 +19,10 @@ namespace {
 
 using detail::Reader;
 
-constexpr std::string_view kTopKeys[] = {"server", "upstreams",   "routes", "tls",
-                                         "auth",   "rate_limits", "log"};
-constexpr std::string_view kTopLater[] = {"cache", "compression", "metrics", "admin"};
+constexpr std::string_view kTopKeys[] = {"server",      "upstreams", "routes", "tls", "auth",
+                                         "rate_limits", "metrics",   "log"};
+constexpr std::string_view kTopLater[] = {"cache", "compression", "admin"};
+constexpr std::string_view kMetricsKeys[] = {"listen", "path"};
 constexpr std::string_view kLogKeys[] = {"level", "format", "error_log", "access_log"};
 constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error"};
 constexpr std::string_view kFormats[] = {"json", "text"};
@@ -54,6 +57,34 @@ void parse_log(Reader& r, const toml::node& node, LogSection& out) {
     r.read(*log, "access_log", out.access_log);
 }
 
+void parse_metrics(Reader& r, const toml::node& node, MetricsSection& out) {
+    const toml::table* metrics = r.table(node, "metrics");
+    if (metrics == nullptr) return;
+    out.enabled = true;
+    r.check_keys(*metrics, "in [metrics]", kMetricsKeys);
+    if (r.require(*metrics, "listen", "in [metrics]")) {
+        const toml::node& listen = *metrics->get("listen");
+        if (auto text = r.nonempty_string(listen, "listen")) {
+            std::string error;
+            if (!parse_socket_address(*text, out.listen, error)) r.error(listen, error);
+            out.listen.loc = detail::loc_of(listen);
+        }
+    }
+    if (const toml::node* n = metrics->get("path")) {
+        if (auto path = r.nonempty_string(*n, "path")) {
+            if (path->front() != '/' || path->find_first_of("?# ") != std::string::npos) {
+                r.error(*n, "\"path\" must start with \"/\" and hold no query, got " +
+                                detail::quote(*path));
+            } else if (*path == "/healthz" || *path == "/readyz") {
+                r.error(*n, "\"path\" " + detail::quote(*path) +
+                                " is taken by the health endpoint of the same name");
+            } else {
+                out.path = std::move(*path);
+            }
+        }
+    }
+}
+
 void parse_document(Reader& r, const toml::table& root, Config& config) {
     r.check_keys(root, "at the top level", kTopKeys, kTopLater);
     if (const toml::node* server = root.get("server")) {
@@ -69,6 +100,7 @@ void parse_document(Reader& r, const toml::table& root, Config& config) {
     if (const toml::node* n = root.get("rate_limits")) {
         detail::parse_rate_limits(r, *n, config.rate_limits);
     }
+    if (const toml::node* n = root.get("metrics")) parse_metrics(r, *n, config.metrics);
     if (const toml::node* n = root.get("log")) parse_log(r, *n, config.log);
 }
 
@@ -88,7 +120,8 @@ LoadResult load(std::string_view text, const std::string& source_name) {
         root = toml::parse(text, std::string_view(source_name));
     } catch (const toml::parse_error& e) {
         const auto& begin = e.source().begin;
-        return finish(Config{},
+        Config empty;  // a named object: GCC 12 -O3 misreads a temporary here (maybe-uninitialized)
+        return finish(std::move(empty),
                       {ConfigError{source_name, static_cast<int>(begin.line),
                                    static_cast<int>(begin.column), std::string(e.description())}});
     }

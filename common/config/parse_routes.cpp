@@ -11,7 +11,8 @@ namespace proxyd::config::detail {
 
 namespace {
 
-constexpr std::string_view kRouteKeys[] = {"path",
+constexpr std::string_view kRouteKeys[] = {"name",
+                                           "path",
                                            "path_exact",
                                            "host",
                                            "methods",
@@ -254,6 +255,12 @@ void parse_route(Reader& r, const toml::node& node, Route& out) {
         }
     }
     parse_access(r, *route, out);
+    if (const toml::node* n = route->get("name")) {
+        if (auto name = r.nonempty_string(*n, "name")) out.label = std::move(*name);
+    }
+    if (out.label.empty()) {
+        out.label = out.host + (out.exact ? "=" + out.path : out.path + "/");
+    }
 }
 
 }  // namespace

@@ -165,6 +165,9 @@ struct Cors {
 };
 
 struct Route {
+    // The route's name in metrics (`route` label): `name`, else host + path as matched
+    // ("api.example.com/api/", "/", "=/exact").
+    std::string label;
     std::string path;    // normalised segment prefix without trailing "/" or "/*" ("" = all)
     bool exact = false;  // path_exact: path must equal `path`
     std::string host;    // empty = any; lower-case; "*.example.com" for a wildcard
@@ -259,6 +262,13 @@ struct TlsSection {
     SourceLoc loc;
 };
 
+// [metrics]: Prometheus text on `path`, /healthz and /readyz, served by the master.
+struct MetricsSection {
+    bool enabled = false;
+    SocketAddress listen;
+    std::string path = "/metrics";
+};
+
 enum class LogLevel { Trace, Debug, Info, Warn, Error };
 enum class LogFormat { Json, Text };
 
@@ -275,6 +285,7 @@ struct Config {
     std::vector<Upstream> upstreams;  // sorted by name
     std::vector<Route> routes;        // file order: first match wins
     TlsSection tls;
+    MetricsSection metrics;
     JwtAuth jwt;
     std::vector<RateLimit> rate_limits;  // sorted by name
     LogSection log;
