@@ -13,6 +13,7 @@
 #include "common/net/listener.hpp"
 #include "worker/real_ip.hpp"
 #include "worker/request_id.hpp"
+#include "worker/trace_context.hpp"
 #include "worker/router.hpp"
 #include "worker/worker.hpp"
 
@@ -133,6 +134,7 @@ void Exchange::reset() {
     method.clear();
     target.clear();
     request_id.clear();
+    traceparent.clear();
     upstream_head.clear();
     version_minor = 1;
     is_head = false;
@@ -380,14 +382,22 @@ void ClientConnection::begin_request(const http::Request& request) {
     ex.request_remaining = request.content_length;
     ex.request_done = request.body == http::BodyKind::None;
     ex.bytes_in = request.head_length;
+    int traceparents = 0;
     for (std::size_t i = 0; i < request.header_count; ++i) {
         const auto& h = request.headers[i];
-        if (http::iequals(h.name, "x-request-id") && is_valid_request_id(h.value)) {
+        if (ex.request_id.empty() && http::iequals(h.name, "x-request-id") &&
+            is_valid_request_id(h.value)) {
             ex.request_id.assign(h.value);
-            break;
+        } else if (http::iequals(h.name, "traceparent") && ++traceparents == 1 &&
+                   is_valid_traceparent(h.value)) {
+            ex.traceparent.assign(h.value);
         }
     }
     if (ex.request_id.empty()) ex.request_id.assign(worker_.request_ids().next());
+    // Two traceparent headers are as invalid as a malformed one: start a new trace.
+    if (traceparents != 1 || ex.traceparent.empty()) {
+        make_traceparent(worker_.request_ids(), ex.traceparent);
+    }
     worker_.stats().requests_total.fetch_add(1, std::memory_order_relaxed);
     ex.real_ip.assign(client_address(request));
 
@@ -511,6 +521,7 @@ void ClientConnection::prepare_upstream_head(const http::Request& request) {
     info.client_ip = peer_ip_;
     info.real_ip = ex.real_ip;
     info.request_id = ex.request_id;
+    info.traceparent = ex.traceparent;
     info.proto = tls_ ? "https" : "http";
     if (!worker_.access().claim_headers().empty()) {
         info.removed_headers = &worker_.access().claim_headers();
@@ -1181,6 +1192,8 @@ void ClientConnection::write_access_log() {
         log::append_json_escaped(line, upstream_id);
         line += R"(","request_id":")";
         line += ex.request_id;
+        line += R"(","traceparent":")";
+        line += ex.traceparent;
         line += "\"}";
     } else {
         char fixed[160];
@@ -1201,6 +1214,8 @@ void ClientConnection::write_access_log() {
         line += upstream_id;
         line += ' ';
         line += ex.request_id;
+        line += ' ';
+        line += ex.traceparent.empty() ? std::string_view("-") : std::string_view(ex.traceparent);
     }
     logger->info(line);
 }

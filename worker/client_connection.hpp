@@ -87,6 +87,7 @@ struct Exchange {
     std::string method;
     std::string target;  // for the access log
     std::string request_id;
+    std::string traceparent;
     std::string upstream_head;  // kept until the response starts, to resend on a fresh connection
     int version_minor = 1;
     bool is_head = false;

@@ -54,7 +54,7 @@ bool is_replaced_upstream(std::string_view name) {
     static constexpr std::string_view kNames[] = {
         "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
         "x-real-ip",       "x-request-id",      "proxy-authorization",
-        "expect"};
+        "expect",          "traceparent"};
     for (auto n : kNames) {
         if (same_header_name(name, n)) return true;
     }
@@ -161,6 +161,7 @@ void build_upstream_request_head(const http::Request& request, const UpstreamReq
     if (host_seen) append_header(out, "X-Forwarded-Host", request.host);
     append_header(out, "X-Real-IP", info.real_ip);
     append_header(out, "X-Request-Id", info.request_id);
+    if (!info.traceparent.empty()) append_header(out, "traceparent", info.traceparent);
     out += info.extra_lines;
     append_framing(out, info.framing, info.content_length);
     out += "\r\n";

@@ -31,6 +31,7 @@ struct UpstreamRequestInfo {
     std::string_view client_ip;  // TCP peer, appended to X-Forwarded-For
     std::string_view real_ip;    // X-Real-IP
     std::string_view request_id;
+    std::string_view traceparent;  // replaces the client's (worker/trace_context.hpp)
     std::string_view proto = "http";
     std::string_view default_host;  // used when the client sent no Host (HTTP/1.0)
     Framing framing = Framing::None;

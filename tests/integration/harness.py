@@ -884,6 +884,7 @@ class Proxy:
         self.port = None
         self.ports = []
         self.tls_ports = []    # [tls] listen ports (waited for at start like server.listen)
+        self.metrics_port = None   # [metrics] listen port (waited for at start too)
 
     def _build(self):
         auto_port = free_port()
@@ -898,11 +899,18 @@ class Proxy:
             "log": {"error_log": self.error_log, "access_log": self.access_log},
         }
         cfg = merge(base, self.user_cfg)
+        m = cfg.get("metrics")
+        if isinstance(m, dict) and "listen" not in m:
+            # a [metrics] section without listen gets a free port (px.metrics_port)
+            cfg["metrics"] = dict(m, listen="127.0.0.1:%d" % free_port())
         self.cfg = cfg
         self.ports = [int(a.rsplit(":", 1)[1]) for a in cfg["server"]["listen"]]
         self.port = self.ports[0]
         tls = cfg.get("tls")
         self.tls_ports = [int(a.rsplit(":", 1)[1]) for a in (tls or {}).get("listen", [])]
+        m = cfg.get("metrics")
+        self.metrics_port = (int(m["listen"].rsplit(":", 1)[1])
+                             if isinstance(m, dict) and isinstance(m.get("listen"), str) else None)
         self.control_socket = cfg["server"].get("control_socket", self.sock_path)
         with open(self.config_path, "w") as f:
             f.write(to_toml(cfg))
@@ -931,7 +939,8 @@ class Proxy:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if all(port_accepts(p, 0.3) for p in self.ports + self.tls_ports):
+                if all(port_accepts(p, 0.3) for p in self.ports + self.tls_ports +
+                       ([self.metrics_port] if self.metrics_port else [])):
                     self._note_pids()
                     self._wait_workers()
                     return self
