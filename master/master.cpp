@@ -123,6 +123,9 @@ int Master::run() {
         return 1;
     }
     start_tls_services();
+    started_at_ = unix_now();
+    stats_window_ = std::make_unique<StatsWindow>(base_.get(),
+                                                  [this] { return sum_request_totals(*metrics_); });
     metrics_server_ = std::make_unique<MetricsServer>(
         base_.get(), [this](std::string& out) { render_metrics_text(out); },
         [this] { return ready_for_traffic(); });
@@ -585,6 +588,42 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
             from.reply(control::make_reply(true, "report recorded"));
         } else {
             from.reply(control::make_reply(false, error));
+        }
+    } else if (command == "stats") {
+        nlohmann::json reply = stats_server_json();
+        reply["message"] = stats_server_text(reply);
+        reply["ok"] = true;
+        reply["v"] = control::kProtocolVersion;
+        from.reply(reply);
+    } else if (command == "backends") {
+        std::string upstream = request.value("upstream", "");
+        auto backends = backends_json(upstream);
+        if (!backends) {
+            from.reply(control::make_reply(false, "unknown upstream \"" + upstream + "\""));
+        } else {
+            std::string text;
+            for (const auto& [name, info] : backends->items()) {
+                text += text.empty() ? "" : "\n";
+                text += name + " (" + info["balance"].get<std::string>() + ")";
+                for (const auto& s : info["servers"]) {
+                    char line[512];
+                    std::snprintf(
+                        line, sizeof line,
+                        "\n  %-24s %-22s weight %-4d %-9s circuit %-9s active %-4lld "
+                        "requests %-8llu failures %-6llu ewma %.1f ms",
+                        s["id"].get<std::string>().c_str(), s["address"].get<std::string>().c_str(),
+                        s["weight"].get<int>(), s["healthy"].get<bool>() ? "healthy" : "unhealthy",
+                        s["circuit"].get<std::string>().c_str(),
+                        static_cast<long long>(s["active"].get<std::int64_t>()),
+                        static_cast<unsigned long long>(s["requests"].get<std::uint64_t>()),
+                        static_cast<unsigned long long>(s["failures"].get<std::uint64_t>()),
+                        s["response_ms_ewma"].get<double>());
+                    text += line;
+                }
+            }
+            nlohmann::json reply = control::make_reply(true, text);
+            reply["upstreams"] = *backends;
+            from.reply(reply);
         }
     } else if (command == "reload-tls") {
         reload_certificates(from.id());

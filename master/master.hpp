@@ -32,6 +32,7 @@
 #include "master/health_checker.hpp"
 #include "master/listener_table.hpp"
 #include "master/metrics_server.hpp"
+#include "master/stats_window.hpp"
 #include "master/resolver.hpp"
 #include "master/server_registry.hpp"
 
@@ -165,6 +166,11 @@ class Master {
     void configure_metrics();
     void render_metrics_text(std::string& out);
     bool ready_for_traffic() const;
+    // `proxyctl stats` / `backends` (and later the admin API): JSON plus a human message.
+    nlohmann::json stats_server_json() const;
+    std::string stats_server_text(const nlohmann::json& stats) const;
+    // Null when `upstream` is not "" and names no upstream.
+    std::optional<nlohmann::json> backends_json(const std::string& upstream) const;
 
     // tls.cpp: certificates, session-ticket keys, renewals.
     bool build_tls(const config::Config& config, TlsState& out, std::string& error);
@@ -196,6 +202,8 @@ class Master {
     shm::TicketKeyRegion ticket_keys_;
     shm::MetricsRegion metrics_;
     std::unique_ptr<MetricsServer> metrics_server_;
+    std::unique_ptr<StatsWindow> stats_window_;
+    double started_at_ = 0;  // unix time, for uptime
     // The master's own counters; handed to a new binary on upgrade.
     std::uint64_t worker_restarts_ = 0;
     std::uint64_t reloads_ok_ = 0;

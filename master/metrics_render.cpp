@@ -29,7 +29,8 @@ constexpr FamilyInfo kFamilies[shm::kFamilyCount] = {
     {"proxyd_upstream_response_duration_seconds", "histogram",
      "Time from the start of an upstream attempt to its response head."},
     {"proxyd_rate_limited_total", "counter", "Requests refused with 429, by rate limit."},
-    {"proxyd_auth_failures_total", "counter", "Requests refused with 401/403, by route and reason."},
+    {"proxyd_auth_failures_total", "counter",
+     "Requests refused with 401/403, by route and reason."},
 };
 
 using Values = std::array<std::uint64_t, shm::kSeriesValues>;
@@ -135,8 +136,8 @@ void render_connections(const MetricsInput& input, std::string& out) {
         total += slot.connections_total.load(std::memory_order_relaxed);
     }
     header(out, "proxyd_connections_active", "gauge", "Open client connections.");
-    sample(out, "proxyd_connections_active", "", number(static_cast<std::uint64_t>(
-                                                     active > 0 ? active : 0)));
+    sample(out, "proxyd_connections_active", "",
+           number(static_cast<std::uint64_t>(active > 0 ? active : 0)));
     header(out, "proxyd_connections_total", "counter", "Client connections accepted.");
     sample(out, "proxyd_connections_total", "", number(total));
 }

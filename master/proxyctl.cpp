@@ -40,6 +40,8 @@ void usage(FILE* out) {
                  "  upgrade           start the binary now installed at the master's path\n"
                  "  workers N         change the number of workers\n"
                  "  reload-tls        re-read the [tls] certificate and key files only\n"
+                 "  stats [--json]    requests, current rates, latency percentiles, connections\n"
+                 "  backends [UPSTREAM] [--json]  servers: weight, health, active, requests\n"
                  "  reopen            reopen log files\n"
                  "  report UPSTREAM BACKEND_ID CPU MEM LOAD1   (percent, percent, load average)\n"
                  "                    a backend's load, for balance = \"adaptive\"\n");
@@ -143,6 +145,9 @@ int main(int argc, char** argv) {
     if (options.command == "workers") {
         if (options.args.empty()) return fail("usage: proxyctl workers N");
         request["count"] = std::atoi(options.args[0].c_str());
+    }
+    if (options.command == "backends" && !options.args.empty()) {
+        request["upstream"] = options.args[0];
     }
     if (options.command == "report") {
         if (options.args.size() != 5) {
