@@ -137,6 +137,7 @@ void Master::commit_transition() {
     }
     start_tls_services();
     configure_metrics();
+    configure_admin();
     sd_notify("READY=1");
     std::string message = done.what == "workers"
                               ? "workers: " + std::to_string(config_.server.workers) +

@@ -133,6 +133,11 @@ int Master::run() {
         spdlog::error("{}", error);
         return 1;
     }
+    setup_admin_routes();
+    if (!admin_server_->configure(config_.admin, error)) {
+        spdlog::error("{}", error);
+        return 1;
+    }
     if (!config_.server.user.empty() && ::geteuid() != 0) {
         spdlog::warn("server.user {} has no effect: the master does not run as root",
                      config_.server.user);
@@ -641,6 +646,13 @@ void Master::answer(std::uint64_t requester, bool ok, const std::string& message
         spdlog::info("{}", message);
     } else {
         spdlog::error("{}", message);
+    }
+    if (requester & kAdminTicketBit) {
+        if (!admin_server_) return;
+        nlohmann::json body = {{"ok", ok}, {"message", message}};
+        for (auto& [key, value] : extra.items()) body[key] = value;
+        // A refused change (bad certificates, an invalid config) is the caller's input.
+        return admin_server_->respond(requester, ok ? 200 : 400, body);
     }
     if (requester == 0 || !control_) return;
     nlohmann::json reply = control::make_reply(ok, message);

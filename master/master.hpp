@@ -31,6 +31,7 @@
 #include "master/control_server.hpp"
 #include "master/health_checker.hpp"
 #include "master/listener_table.hpp"
+#include "master/admin_server.hpp"
 #include "master/metrics_server.hpp"
 #include "master/stats_window.hpp"
 #include "master/resolver.hpp"
@@ -162,6 +163,11 @@ class Master {
     void drain_old_generations();
     static void on_transition_deadline(evutil_socket_t, short, void* arg);
 
+    // admin.cpp: the admin API's endpoints.
+    void setup_admin_routes();
+    void configure_admin();
+    AdminReply stats_backend(const std::string& upstream, const std::string& backend) const;
+
     // metrics.cpp: the [metrics] endpoint.
     void configure_metrics();
     void render_metrics_text(std::string& out);
@@ -203,6 +209,7 @@ class Master {
     shm::MetricsRegion metrics_;
     std::unique_ptr<MetricsServer> metrics_server_;
     std::unique_ptr<StatsWindow> stats_window_;
+    std::unique_ptr<AdminServer> admin_server_;
     double started_at_ = 0;  // unix time, for uptime
     // The master's own counters; handed to a new binary on upgrade.
     std::uint64_t worker_restarts_ = 0;

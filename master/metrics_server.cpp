@@ -1,81 +1,46 @@
 #include "master/metrics_server.hpp"
 
-#include <event2/buffer.h>
-#include <event2/keyvalq_struct.h>
 #include <spdlog/spdlog.h>
-
-#include "common/net/listener.hpp"
 
 namespace proxyd::master {
 
 MetricsServer::MetricsServer(event_base* base, Render render, Ready ready)
-    : base_(base), render_(std::move(render)), ready_(std::move(ready)) {}
-
-MetricsServer::~MetricsServer() = default;
+    : render_(std::move(render)),
+      ready_(std::move(ready)),
+      endpoint_(base, "[metrics]", [this](evhttp_request* request) { handle(request); }) {}
 
 bool MetricsServer::configure(const config::MetricsSection& section, std::string& error) {
     path_ = section.path;
     if (!section.enabled) {
-        http_.reset();
-        bound_.clear();
+        endpoint_.close();
         return true;
     }
-    if (http_ && bound_ == section.listen.text) return true;
-    UniqueFd fd = net::bind_reuseport(section.listen, error);
-    if (!fd) {
-        error = "[metrics] listen " + section.listen.text + ": " + error;
-        return false;
+    bool was_open = endpoint_.open();
+    if (!endpoint_.listen(section.listen, error)) return false;
+    if (!was_open) {
+        spdlog::info("metrics on http://{}{} (and /healthz, /readyz)", section.listen.text, path_);
     }
-    std::unique_ptr<evhttp, HttpFree> http(evhttp_new(base_));
-    if (!http || evhttp_accept_socket_with_handle(http.get(), fd.get()) == nullptr) {
-        error = "[metrics] listen " + section.listen.text + ": cannot serve HTTP on it";
-        return false;
-    }
-    [[maybe_unused]] int owned_by_evhttp = fd.release();  // its listener closes it
-    evhttp_set_allowed_methods(http.get(), EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-    evhttp_set_timeout(http.get(), 10);
-    evhttp_set_gencb(http.get(), on_request, this);
-    http_ = std::move(http);
-    bound_ = section.listen.text;
-    spdlog::info("metrics on http://{}{} (and /healthz, /readyz)", bound_, path_);
     return true;
 }
 
-void MetricsServer::on_request(evhttp_request* request, void* arg) {
-    static_cast<MetricsServer*>(arg)->handle(request);
-}
-
 void MetricsServer::handle(evhttp_request* request) {
-    const char* path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(request));
-    std::string_view target = path ? path : "";
-    evkeyvalq* headers = evhttp_request_get_output_headers(request);
-    evbuffer* reply = evbuffer_new();
-    int status = 200;
-    const char* reason = "OK";
+    constexpr std::string_view kText = "text/plain; charset=utf-8";
+    const auto method = evhttp_request_get_command(request);
+    if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(request), "Allow", "GET, HEAD");
+        return send_reply(request, 405, kText, "method not allowed: use GET\n");
+    }
+    const std::string_view target = request_path(request);
     if (target == path_) {
         render_(body_);
-        evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-        evbuffer_add(reply, body_.data(), body_.size());
-    } else if (target == "/healthz") {
-        evhttp_add_header(headers, "Content-Type", "text/plain");
-        evbuffer_add_printf(reply, "ok\n");
-    } else if (target == "/readyz") {
-        evhttp_add_header(headers, "Content-Type", "text/plain");
-        if (ready_()) {
-            evbuffer_add_printf(reply, "ready\n");
-        } else {
-            status = 503;
-            reason = "Service Unavailable";
-            evbuffer_add_printf(reply, "not ready\n");
-        }
-    } else {
-        status = 404;
-        reason = "Not Found";
-        evhttp_add_header(headers, "Content-Type", "text/plain");
-        evbuffer_add_printf(reply, "not found; try %s, /healthz or /readyz\n", path_.c_str());
+        return send_reply(request, 200, "text/plain; version=0.0.4; charset=utf-8", body_);
     }
-    evhttp_send_reply(request, status, reason, reply);
-    evbuffer_free(reply);
+    if (target == "/healthz") return send_reply(request, 200, kText, "ok\n");
+    if (target == "/readyz") {
+        return ready_() ? send_reply(request, 200, kText, "ready\n")
+                        : send_reply(request, 503, kText, "not ready\n");
+    }
+    send_reply(request, 404, kText, "not found; try " + path_ + ", /healthz or /readyz\n");
 }
 
 }  // namespace proxyd::master

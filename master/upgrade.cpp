@@ -173,7 +173,8 @@ void Master::finish_upgrade(bool ok, const std::string& reason) {
     // The control socket path and the listening sockets now belong to the new master; dropping
     // our copies closes nothing it uses.
     control_->stop_listening();
-    metrics_server_.reset();  // the new master answers scrapes now
+    metrics_server_.reset();  // the new master answers scrapes and admin calls now
+    admin_server_.reset();
     stopping_ = true;
     listeners_.close_all();
     for (auto& worker : workers_) {

@@ -9,6 +9,7 @@
 
 #include "common/config/load.hpp"
 #include "common/config/reader.hpp"
+#include "common/config/secret_file.hpp"
 #include "common/config/text.hpp"
 #include "common/config/units.hpp"
 #include "common/config/validate.hpp"
@@ -19,9 +20,10 @@ namespace {
 
 using detail::Reader;
 
-constexpr std::string_view kTopKeys[] = {"server",      "upstreams", "routes", "tls", "auth",
-                                         "rate_limits", "metrics",   "log"};
-constexpr std::string_view kTopLater[] = {"cache", "compression", "admin"};
+constexpr std::string_view kTopKeys[] = {"server",      "upstreams", "routes", "tls",  "auth",
+                                         "rate_limits", "metrics",   "admin",  "log"};
+constexpr std::string_view kTopLater[] = {"cache", "compression"};
+constexpr std::string_view kAdminKeys[] = {"listen", "token_file"};
 constexpr std::string_view kMetricsKeys[] = {"listen", "path"};
 constexpr std::string_view kLogKeys[] = {"level", "format", "error_log", "access_log"};
 constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error"};
@@ -57,19 +59,15 @@ void parse_log(Reader& r, const toml::node& node, LogSection& out) {
     r.read(*log, "access_log", out.access_log);
 }
 
+void parse_address(Reader& r, const toml::table& table, std::string_view where,
+                   SocketAddress& out);
+
 void parse_metrics(Reader& r, const toml::node& node, MetricsSection& out) {
     const toml::table* metrics = r.table(node, "metrics");
     if (metrics == nullptr) return;
     out.enabled = true;
     r.check_keys(*metrics, "in [metrics]", kMetricsKeys);
-    if (r.require(*metrics, "listen", "in [metrics]")) {
-        const toml::node& listen = *metrics->get("listen");
-        if (auto text = r.nonempty_string(listen, "listen")) {
-            std::string error;
-            if (!parse_socket_address(*text, out.listen, error)) r.error(listen, error);
-            out.listen.loc = detail::loc_of(listen);
-        }
-    }
+    parse_address(r, *metrics, "in [metrics]", out.listen);
     if (const toml::node* n = metrics->get("path")) {
         if (auto path = r.nonempty_string(*n, "path")) {
             if (path->front() != '/' || path->find_first_of("?# ") != std::string::npos) {
@@ -82,6 +80,41 @@ void parse_metrics(Reader& r, const toml::node& node, MetricsSection& out) {
                 out.path = std::move(*path);
             }
         }
+    }
+}
+
+// One "host:port" string of `table` (required), for the master's own listeners.
+void parse_address(Reader& r, const toml::table& table, std::string_view where,
+                   SocketAddress& out) {
+    if (!r.require(table, "listen", where)) return;
+    const toml::node& listen = *table.get("listen");
+    if (auto text = r.nonempty_string(listen, "listen")) {
+        std::string error;
+        if (!parse_socket_address(*text, out, error)) r.error(listen, error);
+        out.loc = detail::loc_of(listen);
+    }
+}
+
+void parse_admin(Reader& r, const toml::node& node, AdminSection& out) {
+    const toml::table* admin = r.table(node, "admin");
+    if (admin == nullptr) return;
+    out.enabled = true;
+    r.check_keys(*admin, "in [admin]", kAdminKeys);
+    parse_address(r, *admin, "in [admin]", out.listen);
+    if (!r.require(*admin, "token_file", "in [admin]")) return;
+    const toml::node& node_file = *admin->get("token_file");
+    auto path = r.nonempty_string(node_file, "token_file");
+    if (!path) return;
+    out.token_file = detail::resolve_config_path(r.file(), *path);
+    std::string error;
+    if (!detail::read_secret_file(out.token_file, out.token, error)) {
+        r.error(node_file, "cannot read \"token_file\" " + detail::quote(out.token_file) + ": " +
+                               error);
+    } else if (out.token.size() < 16) {
+        // A short token can be guessed over the network: refuse it rather than be "secured".
+        r.error(node_file, "the admin token in " + detail::quote(out.token_file) +
+                               " is shorter than 16 characters");
+        out.token.clear();
     }
 }
 
@@ -101,6 +134,7 @@ void parse_document(Reader& r, const toml::table& root, Config& config) {
         detail::parse_rate_limits(r, *n, config.rate_limits);
     }
     if (const toml::node* n = root.get("metrics")) parse_metrics(r, *n, config.metrics);
+    if (const toml::node* n = root.get("admin")) parse_admin(r, *n, config.admin);
     if (const toml::node* n = root.get("log")) parse_log(r, *n, config.log);
 }
 

@@ -269,6 +269,14 @@ struct MetricsSection {
     std::string path = "/metrics";
 };
 
+// [admin]: the REST API, served by the master. The token is secret: never logged or shown.
+struct AdminSection {
+    bool enabled = false;
+    SocketAddress listen;
+    std::string token_file;
+    std::string token;  // read from token_file at load and on every reload
+};
+
 enum class LogLevel { Trace, Debug, Info, Warn, Error };
 enum class LogFormat { Json, Text };
 
@@ -286,6 +294,7 @@ struct Config {
     std::vector<Route> routes;        // file order: first match wins
     TlsSection tls;
     MetricsSection metrics;
+    AdminSection admin;
     JwtAuth jwt;
     std::vector<RateLimit> rate_limits;  // sorted by name
     LogSection log;

@@ -435,6 +435,7 @@ def test_metrics_exact_sums_two_workers(t):
     # and some concurrency: 4 threads x 10 connections x 5 requests
     extra = _mix_1(200, start=N)
     errors = []
+    lock = threading.Lock()
 
     def worker(part):
         try:
@@ -448,7 +449,6 @@ def test_metrics_exact_sums_two_workers(t):
                 tr.owners.update(tr2.owners)
         except Exception as e:
             errors.append(repr(e))
-    lock = threading.Lock()
     ths = [threading.Thread(target=worker, args=(extra[k * 50:(k + 1) * 50],), daemon=True)
            for k in range(4)]
     for th in ths:

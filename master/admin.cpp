@@ -1,0 +1,124 @@
+// What each admin API endpoint does (master/admin_server.cpp is the HTTP side). Endpoints that
+// change backends or the config in place come with the rest of issue 7; until then they answer
+// 501 and say so.
+#include <spdlog/spdlog.h>
+
+#include "master/master.hpp"
+
+namespace proxyd::master {
+
+namespace {
+
+std::optional<AdminReply> not_yet(const AdminCall& call, std::uint64_t) {
+    return admin_error(501, call.path + ": not implemented yet (proxyd " PROXYD_VERSION ")");
+}
+
+std::string query_value(const AdminCall& call, const std::string& key) {
+    auto it = call.query.find(key);
+    return it == call.query.end() ? "" : it->second;
+}
+
+}  // namespace
+
+void Master::setup_admin_routes() {
+    admin_server_ = std::make_unique<AdminServer>(base_.get());
+    auto& a = *admin_server_;
+    a.route(EVHTTP_REQ_GET, "/api/v1/backends", [this](const AdminCall& call, std::uint64_t) {
+        const std::string upstream = query_value(call, "upstream");
+        auto backends = backends_json(upstream);
+        if (!backends) {
+            return std::optional(admin_error(404, "unknown upstream \"" + upstream + "\""));
+        }
+        return std::optional(AdminReply{200, nlohmann::json{{"upstreams", *backends}}});
+    });
+    a.route(EVHTTP_REQ_GET, "/api/v1/stats/server", [this](const AdminCall&, std::uint64_t) {
+        return std::optional(AdminReply{200, stats_server_json()});
+    });
+    a.route(EVHTTP_REQ_GET, "/api/v1/stats/backend", [this](const AdminCall& call, std::uint64_t) {
+        const std::string upstream = query_value(call, "upstream");
+        const std::string backend = query_value(call, "backend_id");
+        if (upstream.empty() || backend.empty()) {
+            return std::optional(admin_error(400, "upstream and backend_id are required"));
+        }
+        return std::optional(stats_backend(upstream, backend));
+    });
+    a.route(EVHTTP_REQ_POST, "/api/v1/config/reload-tls",
+            [this](const AdminCall&, std::uint64_t ticket) -> std::optional<AdminReply> {
+                reload_certificates(ticket);
+                return std::nullopt;  // answered through answer()
+            });
+    a.route(EVHTTP_REQ_POST, "/api/v1/report", [this](const AdminCall& call, std::uint64_t) {
+        const auto& body = call.body;
+        if (!body.is_object() || !body.contains("upstream") || !body.contains("backend_id") ||
+            !body["upstream"].is_string() || !body["backend_id"].is_string() ||
+            !body.contains("performance") || !body["performance"].is_object()) {
+            return std::optional(admin_error(
+                400,
+                "expected {\"upstream\", \"backend_id\", \"performance\": {\"cpu_usage\", "
+                "\"memory_usage\", \"load_avg_1\"}}"));
+        }
+        nlohmann::json flat = {{"upstream", body["upstream"]}, {"backend_id", body["backend_id"]}};
+        for (const char* key : {"cpu_usage", "memory_usage", "load_avg_1"}) {
+            const auto& value = body["performance"].value(key, nlohmann::json());
+            if (!value.is_number()) {
+                return std::optional(
+                    admin_error(400, std::string("performance.") + key + " must be a number"));
+            }
+            flat[key] = value;
+        }
+        std::string error;
+        if (!record_report(flat, error)) {
+            return std::optional(admin_error(error.starts_with("unknown") ? 404 : 400, error));
+        }
+        return std::optional(AdminReply{200, nlohmann::json{{"ok", true}}});
+    });
+    a.route(EVHTTP_REQ_GET, "/api/v1/config", not_yet);
+    a.route(EVHTTP_REQ_PUT, "/api/v1/config", not_yet);
+    a.route(EVHTTP_REQ_POST, "/api/v1/backends/add", not_yet);
+    a.route(EVHTTP_REQ_PUT, "/api/v1/backends/update", not_yet);
+    a.route(EVHTTP_REQ_DELETE, "/api/v1/backends/remove", not_yet);
+    a.route(EVHTTP_REQ_POST, "/api/v1/backends/disconnect", not_yet);
+}
+
+void Master::configure_admin() {
+    if (!admin_server_) return;
+    std::string error;
+    if (!admin_server_->configure(config_.admin, error)) {
+        spdlog::error("{}; the admin API stays where it was", error);
+    }
+}
+
+// One server's numbers: the shared state, and its latency percentiles over all time from the
+// upstream-response histogram summed over every worker slot.
+AdminReply Master::stats_backend(const std::string& upstream, const std::string& backend) const {
+    auto all = upstreams_json();
+    if (!all.contains(upstream)) return admin_error(404, "unknown upstream \"" + upstream + "\"");
+    for (const auto& server : all[upstream]["servers"]) {
+        if (server["id"] != backend) continue;
+        std::array<std::uint64_t, shm::kBucketCount> buckets{};
+        std::string labels = "upstream=\"" + upstream + "\",server=\"" + backend + "\"";
+        for (const auto& table : metrics_->slots) {
+            std::uint32_t used = table.used.load(std::memory_order_acquire);
+            for (std::uint32_t i = 0; i < used && i < shm::kSeriesPerSlot; ++i) {
+                const auto& s = table.series[i];
+                if (static_cast<shm::Family>(s.family.load(std::memory_order_relaxed)) !=
+                        shm::Family::UpstreamDuration ||
+                    std::string_view(s.labels, s.label_length) != labels) {
+                    continue;
+                }
+                for (std::size_t b = 0; b < shm::kBucketCount; ++b) {
+                    buckets[b] += s.values[b].load(std::memory_order_relaxed);
+                }
+            }
+        }
+        nlohmann::json out = server;
+        out["upstream"] = upstream;
+        out["latency_ms"] = {{"p50", quantile_ms(buckets, 0.5)},
+                             {"p90", quantile_ms(buckets, 0.9)},
+                             {"p99", quantile_ms(buckets, 0.99)}};
+        return {200, out};
+    }
+    return admin_error(404, "unknown backend \"" + backend + "\" in upstream \"" + upstream + "\"");
+}
+
+}  // namespace proxyd::master
