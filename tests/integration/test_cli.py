@@ -200,10 +200,10 @@ def test_check_workers_zero(t):
 
 def test_check_later_features_not_supported(t):
     """Keys owned by later issues are errors saying "not supported yet", never ignored."""
-    text = _valid(t, tail='compress = true\n\n[admin]\nlisten = "127.0.0.1:9091"\n')
+    text = _valid(t, tail='compress = true\n\n[compression]\nlevel = 5\n')
     lines = text.splitlines()
     l_auth = lines.index("compress = true") + 1
-    l_metrics = lines.index("[admin]") + 1
+    l_metrics = lines.index("[compression]") + 1
     r, p = t.check_config(text)
     _expect_error(r, p, l_auth, "not supported yet")
     errs = _errors(r, p)

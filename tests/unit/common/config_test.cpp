@@ -312,8 +312,8 @@ state_file = "/var/lib/proxyd/state.toml"
 h2c = true
 [cache]
 max_size = "1MiB"
-[admin]
-listen = "127.0.0.1:9091"
+[compression]
+level = 5
 [upstreams.api]
 protocol = "h2c"
 servers = [{ address = "127.0.0.1:1" }]
@@ -329,7 +329,7 @@ compress = false
                  "test.toml:3:1: \"state_file\" is not supported yet\n"
                  "test.toml:4:1: \"h2c\" is not supported yet\n"
                  "test.toml:5:2: \"cache\" is not supported yet\n"
-                 "test.toml:7:2: \"admin\" is not supported yet\n"
+                 "test.toml:7:2: \"compression\" is not supported yet\n"
                  "test.toml:10:1: \"protocol\" is not supported yet\n"
                  "test.toml:17:1: \"protocol\" is not supported yet\n"
                  "test.toml:18:1: \"cache\" is not supported yet\n"
