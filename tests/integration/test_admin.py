@@ -1,0 +1,161 @@
+"""Admin REST API ([admin]): the endpoints implemented so far, each with good input, bad input
+(400), unknown names (404), no/wrong token (401), wrong method (405) and wrong content type
+(415); the endpoints still to come answer 501."""
+
+import http.client
+import json
+import os
+import secrets
+
+import harness
+
+
+def _admin_proxy(t, *backends, **cfg):
+    token = secrets.token_hex(24)
+    token_file = t.write("admin.token", token + "\n")
+    port = harness.free_port()
+    be = backends or (t.backend(),)
+    px = t.proxy_to(*be, admin={"listen": "127.0.0.1:%d" % port, "token_file": token_file},
+                    **cfg)
+    harness.wait_until(lambda: harness.port_accepts(port), msg="admin port")
+    px.admin_port, px.admin_token = port, token
+    return px
+
+
+def _call(px, method, path, body=None, token=True, content_type="application/json"):
+    conn = http.client.HTTPConnection("127.0.0.1", px.admin_port, timeout=20)
+    headers = {}
+    if token is True:
+        headers["Authorization"] = "Bearer " + px.admin_token
+    elif token:
+        headers["Authorization"] = token
+    data = None
+    if body is not None:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        if content_type:
+            headers["Content-Type"] = content_type
+    conn.request(method, path, body=data, headers=headers)
+    r = conn.getresponse()
+    raw = r.read()
+    conn.close()
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        raise AssertionError("%s %s: %d, not JSON: %r" % (method, path, r.status, raw[:200]))
+    return r.status, payload, r
+
+
+def test_admin_token_required(t):
+    px = _admin_proxy(t)
+    for token in (None, "Bearer wrong", "Basic " + px.admin_token, "Bearer " + px.admin_token[:-1],
+                  "Bearer " + px.admin_token + "x"):
+        status, body, r = _call(px, "GET", "/api/v1/backends", token=token)
+        assert status == 401, (token, status, body)
+        assert "error" in body and r.getheader("WWW-Authenticate", "").startswith("Bearer")
+    status, _, _ = _call(px, "GET", "/api/v1/backends", token="bearer " + px.admin_token)
+    assert status == 200  # the scheme is case-insensitive
+
+
+def test_admin_token_rotates_on_reload(t):
+    px = _admin_proxy(t)
+    old = px.admin_token
+    new = secrets.token_hex(24)
+    with open(t.path("admin.token"), "w") as f:
+        f.write(new + "\n")
+    assert px.proxyctl("reload").returncode == 0
+    assert _call(px, "GET", "/api/v1/stats/server", token="Bearer " + old)[0] == 401
+    px.admin_token = new
+    assert _call(px, "GET", "/api/v1/stats/server")[0] == 200
+
+
+def test_admin_backends_and_stats(t):
+    be = t.backend()
+    px = _admin_proxy(t, be)
+    for _ in range(20):
+        assert px.get("/echo").status == 200
+    status, body, _ = _call(px, "GET", "/api/v1/backends")
+    assert status == 200 and list(body["upstreams"]) == ["b"], body
+    server = body["upstreams"]["b"]["servers"][0]
+    assert server["id"] == be.address and server["healthy"] is True and server["requests"] == 20
+    status, body, _ = _call(px, "GET", "/api/v1/backends?upstream=b")
+    assert status == 200 and list(body["upstreams"]) == ["b"]
+    status, body, _ = _call(px, "GET", "/api/v1/backends?upstream=nope")
+    assert status == 404 and "nope" in body["error"]
+
+    status, body, _ = _call(px, "GET", "/api/v1/stats/server")
+    assert status == 200, body
+    assert body["requests_completed"] == 20, body
+    for key in ("requests_per_second", "latency_ms", "connections_active", "workers"):
+        assert key in body, (key, body)
+
+    path = "/api/v1/stats/backend?upstream=b&backend_id=%s" % be.address
+    status, body, _ = _call(px, "GET", path)
+    assert status == 200 and body["requests"] == 20 and body["latency_ms"]["p99"] > 0, body
+    assert _call(px, "GET", "/api/v1/stats/backend?upstream=b")[0] == 400
+    assert _call(px, "GET", "/api/v1/stats/backend?upstream=b&backend_id=zz")[0] == 404
+    assert _call(px, "GET", "/api/v1/stats/backend?upstream=zz&backend_id=zz")[0] == 404
+
+
+def test_admin_report(t):
+    be = t.backend()
+    px = _admin_proxy(t, be)
+    good = {"upstream": "b", "backend_id": be.address,
+            "performance": {"cpu_usage": 10, "memory_usage": 20, "load_avg_1": 0.5}}
+    status, body, _ = _call(px, "POST", "/api/v1/report", good)
+    assert status == 200 and body == {"ok": True}, body
+    bad = dict(good, performance={"cpu_usage": 300, "memory_usage": 20, "load_avg_1": 0.5})
+    assert _call(px, "POST", "/api/v1/report", bad)[0] == 400
+    assert _call(px, "POST", "/api/v1/report", {"upstream": "b"})[0] == 400
+    assert _call(px, "POST", "/api/v1/report", dict(good, backend_id="zz"))[0] == 404
+    assert _call(px, "POST", "/api/v1/report", dict(good, upstream="zz"))[0] == 404
+    assert _call(px, "POST", "/api/v1/report", "{not json")[0] == 400
+    assert _call(px, "POST", "/api/v1/report", json.dumps(good), content_type="text/plain")[0] \
+        == 415
+
+
+def test_admin_methods_paths_and_pending_endpoints(t):
+    px = _admin_proxy(t)
+    status, body, r = _call(px, "DELETE", "/api/v1/stats/server")
+    assert status == 405 and r.getheader("Allow") == "GET", (status, body)
+    assert _call(px, "GET", "/api/v1/nothing")[0] == 404
+    for method, path in (("GET", "/api/v1/config"), ("PUT", "/api/v1/config"),
+                         ("POST", "/api/v1/backends/add"), ("PUT", "/api/v1/backends/update"),
+                         ("DELETE", "/api/v1/backends/remove"),
+                         ("POST", "/api/v1/backends/disconnect")):
+        status, body, _ = _call(px, method, path)
+        assert status == 501 and "not implemented" in body["error"], (method, path, body)
+
+
+def test_admin_reload_tls(t):
+    from test_tls import make_ca, make_cert, replace_pair
+    ca = make_ca(t)
+    old = make_cert(t, ca, "site", ["a.test"])
+    new = make_cert(t, ca, "site-new", ["a.test"], days=60)
+    px = _admin_proxy(t, tls={"listen": ["127.0.0.1:%d" % harness.free_port()],
+                              "certificates": [{"cert": old.cert, "key": old.key}]})
+    status, body, _ = _call(px, "POST", "/api/v1/config/reload-tls")
+    assert status == 200 and "unchanged" in body["message"], body
+    replace_pair(new.cert, new.key, old.cert, old.key)
+    status, body, _ = _call(px, "POST", "/api/v1/config/reload-tls")
+    assert status == 200 and body["ok"] is True, body
+    with open(old.cert, "w") as f:
+        f.write("garbage\n")
+    status, body, _ = _call(px, "POST", "/api/v1/config/reload-tls")
+    assert status == 400 and body["ok"] is False and body["errors"], body
+
+
+def test_admin_config_errors(t):
+    short = t.write("short.token", "abc\n")
+    base = '[server]\nlisten = ["127.0.0.1:%d"]\n' % harness.free_port()
+    cases = [
+        ('[admin]\nlisten = "127.0.0.1:1"\n', 3, "token_file"),
+        ('[admin]\ntoken_file = "%s"\n' % short, 3, "listen"),
+        ('[admin]\nlisten = "127.0.0.1:1"\ntoken_file = "%s"\n' % short, 5, "shorter than 16"),
+        ('[admin]\nlisten = "127.0.0.1:1"\ntoken_file = "/nonexistent/t"\n', 5, "cannot read"),
+        ('[admin]\nlisten = "127.0.0.1:1"\ntokenfile = "x"\n', 5, "did you mean"),
+    ]
+    for text, line, words in cases:
+        r, path = t.check_config(base + text)
+        assert r.returncode == 1, (text, r)
+        assert ("%s:%d:" % (path, line)) in r.stderr and words in r.stderr, (text, r.stderr)
+        assert "abc" not in r.stderr  # a token never shows
