@@ -3,6 +3,7 @@
 // 501 and say so.
 #include <spdlog/spdlog.h>
 
+#include "common/config/to_json.hpp"
 #include "master/master.hpp"
 
 namespace proxyd::master {
@@ -72,7 +73,13 @@ void Master::setup_admin_routes() {
         }
         return std::optional(AdminReply{200, nlohmann::json{{"ok", true}}});
     });
-    a.route(EVHTTP_REQ_GET, "/api/v1/config", not_yet);
+    a.route(EVHTTP_REQ_GET, "/api/v1/config", [this](const AdminCall&, std::uint64_t) {
+        // As written (DNS names unexpanded), secrets left out.
+        return std::optional(
+            AdminReply{200, nlohmann::json{{"config", config::to_json(source_config_)},
+                                           {"file", options_.config_path},
+                                           {"generation", generation_}}});
+    });
     a.route(EVHTTP_REQ_PUT, "/api/v1/config", not_yet);
     a.route(EVHTTP_REQ_POST, "/api/v1/backends/add", not_yet);
     a.route(EVHTTP_REQ_PUT, "/api/v1/backends/update", not_yet);

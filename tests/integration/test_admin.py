@@ -118,7 +118,7 @@ def test_admin_methods_paths_and_pending_endpoints(t):
     status, body, r = _call(px, "DELETE", "/api/v1/stats/server")
     assert status == 405 and r.getheader("Allow") == "GET", (status, body)
     assert _call(px, "GET", "/api/v1/nothing")[0] == 404
-    for method, path in (("GET", "/api/v1/config"), ("PUT", "/api/v1/config"),
+    for method, path in (("PUT", "/api/v1/config"),
                          ("POST", "/api/v1/backends/add"), ("PUT", "/api/v1/backends/update"),
                          ("DELETE", "/api/v1/backends/remove"),
                          ("POST", "/api/v1/backends/disconnect")):
@@ -159,3 +159,34 @@ def test_admin_config_errors(t):
         assert r.returncode == 1, (text, r)
         assert ("%s:%d:" % (path, line)) in r.stderr and words in r.stderr, (text, r.stderr)
         assert "abc" not in r.stderr  # a token never shows
+
+
+def test_admin_get_config_effective_and_secret_free(t):
+    from test_tls import make_ca, make_cert
+    ca = make_ca(t)
+    cert = make_cert(t, ca, "site", ["a.test"])
+    be = t.backend()
+    secret = "s3cr3t-" + secrets.token_hex(16)
+    secret_file = t.write("jwt.secret", secret + "\n")
+    px = _admin_proxy(
+        t, be, server={"workers": 2, "shutdown_timeout": "7s"},
+        routes=[{"path": "/api", "upstream": "b", "name": "api", "auth_required": True},
+                {"path_exact": "/x", "upstream": "b"}],
+        auth={"jwt": {"algorithms": ["HS256"], "secret_file": secret_file}},
+        tls={"listen": ["127.0.0.1:%d" % harness.free_port()],
+             "certificates": [{"cert": cert.cert, "key": cert.key}]})
+    status, body, _ = _call(px, "GET", "/api/v1/config")
+    assert status == 200, body
+    cfg = body["config"]
+    assert cfg["server"]["workers"] == 2 and cfg["server"]["shutdown_timeout"] == "7s", cfg["server"]
+    assert cfg["upstreams"]["b"]["servers"][0]["address"] == be.address
+    assert [r.get("path") or r.get("path_exact") for r in cfg["routes"]] == ["/api/", "/x"]
+    assert cfg["routes"][0]["name"] == "api" and cfg["routes"][0]["auth_required"] is True
+    assert cfg["tls"]["certificates"] == [{"cert": cert.cert, "key": cert.key}]
+    assert cfg["auth"]["jwt"]["keys"] == [{"secret_file": secret_file}]
+    assert cfg["admin"]["token_file"].endswith("admin.token")
+    text = json.dumps(body)
+    key_pem = open(cert.key).read()
+    for hidden in (secret, px.admin_token, key_pem.splitlines()[1]):
+        assert hidden not in text, "a secret is shown by GET /api/v1/config"
+    assert body["generation"] == px.status_json()["generation"]

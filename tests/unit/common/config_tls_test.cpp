@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/config/load.hpp"
+#include "common/config/to_json.hpp"
 
 using namespace proxyd::config;
 using namespace std::chrono_literals;
@@ -407,4 +408,15 @@ TEST_CASE("config tls: server.user and server.group are resolved when the config
     CHECK(dir.errors(with("user = \"root\"\ngroup = \"no-such-group-here\"\n")) ==
           "4:9: unknown group \"no-such-group-here\"\n");
     CHECK(dir.errors(with("group = \"root\"\n")) == "3:9: \"group\" needs \"user\"\n");
+}
+
+TEST_CASE("config to_json: durations in the largest unit that divides them") {
+    using proxyd::config::format_duration;
+    using proxyd::config::Millis;
+    CHECK(format_duration(Millis{250}) == "250ms");
+    CHECK(format_duration(Millis{5000}) == "5s");
+    CHECK(format_duration(Millis{90'000}) == "90s");
+    CHECK(format_duration(Millis{120'000}) == "2m");
+    CHECK(format_duration(Millis{3'600'000}) == "1h");
+    CHECK(format_duration(Millis{0}) == "0s");
 }

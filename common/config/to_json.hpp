@@ -1,0 +1,17 @@
+// The effective configuration as JSON, shaped like the TOML file (same sections and keys,
+// durations as "5s" strings), for `GET /api/v1/config`. Secrets are never included: key and
+// token material is left out, only the files they come from are named.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "common/config/types.hpp"
+
+namespace proxyd::config {
+
+nlohmann::json to_json(const Config& config);
+
+// "250ms", "5s", "2m", "1h": the largest unit that divides the value.
+std::string format_duration(Millis value);
+
+}  // namespace proxyd::config
