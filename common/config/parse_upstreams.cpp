@@ -41,15 +41,6 @@ constexpr int kMaxRetryAttempts = 10;
 constexpr std::size_t kMaxHostName = 253;
 constexpr std::size_t kMaxLabel = 63;
 
-// "1h", "2m", "5s" or "250ms": a duration as the config would write it.
-std::string format_duration(Millis d) {
-    const auto ms = d.count();
-    if (ms != 0 && ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
-    if (ms != 0 && ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
-    if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
-    return std::to_string(ms) + "ms";
-}
-
 // ---- hash_key ----
 
 std::optional<HashKey> parse_hash_key(Reader& r, const toml::node& node) {

@@ -1,6 +1,7 @@
 #include "common/config/to_json.hpp"
 
 #include "common/config/load.hpp"
+#include "common/config/units.hpp"
 
 namespace proxyd::config {
 
@@ -180,14 +181,6 @@ json rate_limit_json(const RateLimit& r) {
 }
 
 }  // namespace
-
-std::string format_duration(Millis value) {
-    const auto ms = value.count();
-    if (ms != 0 && ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
-    if (ms != 0 && ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
-    if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
-    return std::to_string(ms) + "ms";
-}
 
 json to_json(const Config& config) {
     json upstreams = json::object();

@@ -11,7 +11,4 @@ namespace proxyd::config {
 
 nlohmann::json to_json(const Config& config);
 
-// "250ms", "5s", "2m", "1h": the largest unit that divides the value.
-std::string format_duration(Millis value);
-
 }  // namespace proxyd::config

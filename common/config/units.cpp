@@ -278,4 +278,12 @@ bool parse_cidr(std::string_view text, Cidr& out, std::string& error) {
     return true;
 }
 
+std::string format_duration(Millis value) {
+    const auto ms = value.count();
+    if (ms != 0 && ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
+    if (ms != 0 && ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
+    if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+    return std::to_string(ms) + "ms";
+}
+
 }  // namespace proxyd::config

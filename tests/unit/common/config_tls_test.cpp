@@ -10,7 +10,7 @@
 #include <string>
 
 #include "common/config/load.hpp"
-#include "common/config/to_json.hpp"
+#include "common/config/units.hpp"
 
 using namespace proxyd::config;
 using namespace std::chrono_literals;
