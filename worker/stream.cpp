@@ -148,9 +148,13 @@ Stream::ReadResult Stream::read_tls(std::size_t max_bytes, std::size_t* bytes_re
         errno = 0;
         int rc = SSL_read_ex(ssl_.get(), vec[i].iov_base, vec[i].iov_len, &got);
         if (rc == 1) {
+            const bool filled = got == vec[i].iov_len;
             vec[i].iov_len = got;
             total += got;
             used = i + 1;
+            // A short read emptied what OpenSSL had: another SSL_read now would only cost a
+            // read() that fails with EAGAIN. More input raises the (level-triggered) event.
+            if (!filled) break;
             continue;
         }
         int error = SSL_get_error(ssl_.get(), rc);
@@ -183,24 +187,19 @@ bool Stream::flush() {
         if (n > 0) continue;
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!write_armed_) {
-                write_armed_ = true;
-                update_events();
-            }
+            set_write_armed(true);
             return true;
         }
         return false;
     }
-    if (write_armed_) {
-        write_armed_ = false;
-        update_events();
-    }
+    set_write_armed(false);
     return true;
 }
 
 bool Stream::flush_tls() {
     if (tls_failed_) return false;
-    if (handshaking_) return true;  // flushed when the handshake completes
+    // Owners write only after their first callback, which comes when the handshake is done.
+    if (handshaking_) return true;
     write_wants_read_ = false;
     while (std::size_t length = evbuffer_get_length(out_.get())) {
         std::size_t chunk = length < kTlsWriteChunk ? length : kTlsWriteChunk;
@@ -215,10 +214,7 @@ bool Stream::flush_tls() {
         }
         int error = SSL_get_error(ssl_.get(), rc);
         if (error == SSL_ERROR_WANT_WRITE) {
-            if (!write_armed_) {
-                write_armed_ = true;
-                update_events();
-            }
+            set_write_armed(true);
             return true;
         }
         if (error == SSL_ERROR_WANT_READ) {
@@ -229,10 +225,7 @@ bool Stream::flush_tls() {
         fail_tls(error);
         return false;
     }
-    if (write_armed_) {
-        write_armed_ = false;
-        update_events();
-    }
+    set_write_armed(false);
     return true;
 }
 
@@ -315,14 +308,17 @@ void Stream::on_tls_write(evutil_socket_t fd, short, void* arg) {
     }
 }
 
+void Stream::set_write_armed(bool on) {
+    if (write_armed_ == on) return;
+    write_armed_ = on;
+    update_events();
+}
+
 void Stream::wait_writable() {
     // A TLS client's handshake already waits for the connect, and reports through the same
     // callback when it is done.
     if (ssl_ && handshaking_) return;
-    if (!write_armed_) {
-        write_armed_ = true;
-        update_events();
-    }
+    set_write_armed(true);
 }
 
 void Stream::activate_read() {

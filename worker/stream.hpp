@@ -77,6 +77,7 @@ class Stream {
     void drive_handshake();
     void fail_tls(int ssl_error);
     void update_events();
+    void set_write_armed(bool on);
 
     UniqueFd fd_;
     EvbufferPtr in_;

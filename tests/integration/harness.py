@@ -61,6 +61,16 @@ def configure(proxyd, proxyctl):
 # ----------------------------------------------------------------------------------------------
 # small utilities
 
+def config_errors(r, path):
+    """[(line, col, message)] of the FILE:LINE:COLUMN: lines on a completed process's stderr."""
+    out = []
+    for l in r.stderr.splitlines():
+        m = re.match(re.escape(path) + r":(\d+):(\d+): (.*)$", l.strip())
+        if m:
+            out.append((int(m.group(1)), int(m.group(2)), m.group(3)))
+    return out
+
+
 def wait_until(pred, timeout=5.0, interval=0.05, msg=None):
     """Call pred() until it returns a truthy value (returned) or timeout seconds pass (raise)."""
     deadline = time.monotonic() + timeout

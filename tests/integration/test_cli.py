@@ -27,14 +27,7 @@ def _valid(t, port=None, extra_server="", tail=""):
         '%s' % (port, t.path("ctl.sock"), extra_server, tail))
 
 
-def _errors(r, path):
-    """[(line, col, message)] of the FILE:LINE:COLUMN: lines on stderr."""
-    out = []
-    for l in r.stderr.splitlines():
-        m = re.match(re.escape(path) + r":(\d+):(\d+): (.*)$", l.strip())
-        if m:
-            out.append((int(m.group(1)), int(m.group(2)), m.group(3)))
-    return out
+_errors = harness.config_errors
 
 
 def _expect_error(r, path, line, *words):

@@ -974,13 +974,7 @@ def _cfg_text(t, cert_lines, extra=""):
     return "\n".join(lines), where
 
 
-def _errors(r, path):
-    out = []
-    for l in r.stderr.splitlines():
-        m = re.match(re.escape(path) + r":(\d+):(\d+): (.*)$", l.strip())
-        if m:
-            out.append((int(m.group(1)), int(m.group(2)), m.group(3)))
-    return out
+_errors = harness.config_errors
 
 
 def _expect(r, path, line, words, what):
