@@ -172,8 +172,12 @@ RateDecision make_decision(const RateParams& params, bool allowed, std::uint64_t
     d.reset_seconds = static_cast<std::int64_t>(ceil_seconds(ahead_us));
     if (allowed) {
         std::uint64_t room = ahead_us >= params.tau_us ? 0 : params.tau_us - ahead_us;
+        // A decision whose clock was read just before another worker's commit sees `ahead` a
+        // few µs too large, which floored would report one unit less than is left (and two
+        // workers the same number). Forgive up to 1 ms of that, never a quarter interval.
+        std::uint64_t slack = std::min<std::uint64_t>(1000, params.interval_us / 4);
         d.remaining = static_cast<int>(std::min<std::uint64_t>(
-            room / params.interval_us, static_cast<unsigned>(params.burst)));
+            (room + slack) / params.interval_us, static_cast<unsigned>(params.burst)));
     } else {
         // Next allowed when TAT + T - tau <= now, i.e. after ahead + T - tau (> 0 on a deny).
         std::uint64_t wait = ahead_us + params.interval_us > params.tau_us
