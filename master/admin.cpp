@@ -1,18 +1,16 @@
-// What each admin API endpoint does (master/admin_server.cpp is the HTTP side). Endpoints that
-// change backends or the config in place come with the rest of issue 7; until then they answer
-// 501 and say so.
+// What each admin API endpoint does (master/admin_server.cpp is the HTTP side; backend changes
+// are in runtime_backends.cpp).
 #include <spdlog/spdlog.h>
 
+#include "common/config/from_json.hpp"
+#include "common/config/load.hpp"
 #include "common/config/to_json.hpp"
+#include "common/util/atomic_file.hpp"
 #include "master/master.hpp"
 
 namespace proxyd::master {
 
 namespace {
-
-std::optional<AdminReply> not_yet(const AdminCall& call, std::uint64_t) {
-    return admin_error(501, call.path + ": not implemented yet (proxyd " PROXYD_VERSION ")");
-}
 
 std::string query_value(const AdminCall& call, const std::string& key) {
     auto it = call.query.find(key);
@@ -80,11 +78,77 @@ void Master::setup_admin_routes() {
                                            {"file", options_.config_path},
                                            {"generation", generation_}}});
     });
-    a.route(EVHTTP_REQ_PUT, "/api/v1/config", not_yet);
-    a.route(EVHTTP_REQ_POST, "/api/v1/backends/add", not_yet);
-    a.route(EVHTTP_REQ_PUT, "/api/v1/backends/update", not_yet);
-    a.route(EVHTTP_REQ_DELETE, "/api/v1/backends/remove", not_yet);
-    a.route(EVHTTP_REQ_POST, "/api/v1/backends/disconnect", not_yet);
+    a.route(EVHTTP_REQ_PUT, "/api/v1/config", [this](const AdminCall& call, std::uint64_t ticket) {
+        return put_config(call.body, ticket);
+    });
+    a.route(EVHTTP_REQ_POST, "/api/v1/backends/add", [this](const AdminCall& call, std::uint64_t) {
+        return std::optional(add_backend(call.body));
+    });
+    a.route(EVHTTP_REQ_PUT, "/api/v1/backends/update",
+            [this](const AdminCall& call, std::uint64_t) {
+                return std::optional(update_backend(call.body));
+            });
+    a.route(EVHTTP_REQ_DELETE, "/api/v1/backends/remove",
+            [this](const AdminCall& call, std::uint64_t) {
+                return std::optional(
+                    remove_backend(query_value(call, "upstream"), query_value(call, "backend_id")));
+            });
+    a.route(EVHTTP_REQ_POST, "/api/v1/backends/disconnect",
+            [this](const AdminCall& call, std::uint64_t) {
+                return std::optional(disconnect_backend(query_value(call, "upstream"),
+                                                        query_value(call, "backend_id")));
+            });
+}
+
+// Validated like `proxyd -t`, written over the config file, applied as a reload. The body is the
+// whole config, so runtime backend changes are dropped (they are in it, as GET showed them). If
+// the reload is refused, the file and the changes are put back (see answer()).
+std::optional<AdminReply> Master::put_config(const nlohmann::json& body, std::uint64_t ticket) {
+    if (!body.is_object() || !body.contains("config") || !body["config"].is_object()) {
+        return admin_error(
+            400, "expected {\"config\": {...}}, in the shape GET /api/v1/config returns");
+    }
+    if (stopping_ || transition_ || upgrade_ || put_config_ticket_ != 0) {
+        return admin_error(409, "a reload, scaling, upgrade or stop is in progress; try again");
+    }
+    std::string error;
+    auto text = config::json_to_toml(body["config"], error);
+    if (!text) return admin_error(400, "config: " + error);
+    auto loaded = config::load_string(*text, options_.config_path);
+    if (!loaded.config) {
+        nlohmann::json errors = nlohmann::json::array();
+        for (const auto& e : loaded.errors) errors.push_back(e.format());
+        return AdminReply{400, {{"error", "configuration invalid"}, {"errors", errors}}};
+    }
+    auto previous = config::read_config_text(options_.config_path, error);
+    if (!previous) previous = source_text_;
+    const std::string header = "# Written by proxyd through PUT /api/v1/config.\n";
+    if (!write_file_atomically(options_.config_path, header + *text, error)) {
+        return admin_error(500, "the config file was not replaced: " + error);
+    }
+    put_config_ticket_ = ticket;
+    put_config_previous_text_ = std::move(*previous);
+    put_config_previous_overlay_ = overlay_;
+    overlay_.clear();
+    std::string state_file = loaded.config->server.state_file;
+    if (!state_file.empty() && !config::write_state_file(state_file, overlay_, error)) {
+        spdlog::error("PUT /api/v1/config: state_file: {}", error);
+    }
+    spdlog::info("admin: PUT /api/v1/config wrote {}; reloading", options_.config_path);
+    request_reload(ticket);
+    return std::nullopt;
+}
+
+void Master::restore_config_file_if_refused(std::uint64_t requester, bool ok) {
+    if (put_config_ticket_ == 0 || requester != put_config_ticket_) return;
+    put_config_ticket_ = 0;
+    if (ok) return;
+    std::string error;
+    if (!write_file_atomically(options_.config_path, put_config_previous_text_, error)) {
+        spdlog::error("cannot put back the previous config file: {}", error);
+    }
+    overlay_ = std::move(put_config_previous_overlay_);
+    if (!save_overlay(overlay_, error)) spdlog::error("{}", error);
 }
 
 void Master::configure_admin() {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "common/config/load.hpp"
+#include "common/config/overlay.hpp"
 #include "common/log.hpp"
 #include "common/util/timeval.hpp"
 #include "master/master.hpp"
@@ -30,7 +31,10 @@ void Master::request_reload(std::uint64_t requester) {
         return answer(requester, false,
                       "reload refused: a reload, scaling or upgrade is in progress");
     }
-    auto result = config::load_file(options_.config_path);
+    // Runtime backend changes (admin API) stay applied over the re-read file.
+    auto effective = config::load_effective(options_.config_path, &overlay_);
+    auto& result = effective.result;
+    for (const auto& note : effective.skipped) spdlog::warn("reload: {}", note);
     if (!result.config) {
         ++reloads_failed_;
         nlohmann::json errors = nlohmann::json::array();
@@ -45,7 +49,8 @@ void Master::request_reload(std::uint64_t requester) {
                       {{"errors", errors}});
     }
     Resolutions resolutions = resolve_now(*result.config, kResolveTimeout);
-    start_generation(std::move(*result.config), std::move(resolutions), "reload", requester);
+    start_generation(std::move(*result.config), std::move(resolutions), "reload", requester,
+                     &effective.text);
 }
 
 void Master::request_workers(std::uint64_t requester, int count) {
@@ -64,7 +69,7 @@ void Master::request_workers(std::uint64_t requester, int count) {
 }
 
 void Master::start_generation(config::Config source, Resolutions resolutions, std::string what,
-                              std::uint64_t requester) {
+                              std::uint64_t requester, const std::string* text) {
     std::string error;
     config::Config next = source;
     TlsState next_tls;
@@ -89,6 +94,9 @@ void Master::start_generation(config::Config source, Resolutions resolutions, st
     transition_->previous = std::move(config_);
     transition_->previous_source = std::move(source_config_);
     transition_->previous_resolutions = std::move(resolutions_);
+    transition_->previous_text = source_text_;
+    transition_->previous_overlay = overlay_;
+    if (text != nullptr) source_text_ = *text;
     transition_->previous_tls = std::move(tls_);
     tls_ = std::move(next_tls);
     config_ = std::move(next);
@@ -185,6 +193,8 @@ void Master::abort_transition(const std::string& reason) {
     config_ = std::move(failed.previous);
     source_config_ = std::move(failed.previous_source);
     resolutions_ = std::move(failed.previous_resolutions);
+    source_text_ = std::move(failed.previous_text);
+    overlay_ = std::move(failed.previous_overlay);
     tls_ = std::move(failed.previous_tls);
     generation_ = failed.generation - 1;
     std::string error;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/config/load.hpp"
+#include "common/config/overlay.hpp"
 #include "common/log.hpp"
 #include "master/master.hpp"
 
@@ -66,7 +67,12 @@ int main(int argc, char** argv) {
         }
     }
 
-    auto result = proxyd::config::load_file(config_path);
+    // With the runtime backend changes of server.state_file applied: what the master would run.
+    auto effective = proxyd::config::load_effective(config_path, nullptr);
+    auto& result = effective.result;
+    for (const auto& note : effective.skipped) {
+        std::fprintf(stderr, "%s: warning: %s\n", config_path.c_str(), note.c_str());
+    }
     if (!result.config) {
         print_errors(result);
         std::fprintf(stderr, "%s: configuration invalid (%zu error%s)\n", config_path.c_str(),
@@ -86,6 +92,8 @@ int main(int argc, char** argv) {
     proxyd::master::StartOptions options;
     options.config_path = config_path;
     options.binary_path = own_binary_path(argv[0]);
+    options.config_text = std::move(effective.text);
+    options.overlay = std::move(effective.overlay);
     if (const char* fd = std::getenv("PROXYD_UPGRADE_FD")) {
         options.upgrade_fd = std::atoi(fd);
         ::unsetenv("PROXYD_UPGRADE_FD");

@@ -89,6 +89,8 @@ int Master::run() {
         return 1;
     }
     source_config_ = config_;
+    source_text_ = std::move(options_.config_text);
+    overlay_ = std::move(options_.overlay);
     if (options_.upgrade_fd >= 0) {
         if (!receive_handoff(error)) {
             spdlog::error("upgrade: {}", error);
@@ -648,8 +650,10 @@ void Master::answer(std::uint64_t requester, bool ok, const std::string& message
         spdlog::error("{}", message);
     }
     if (requester & kAdminTicketBit) {
+        restore_config_file_if_refused(requester, ok);
         if (!admin_server_) return;
         nlohmann::json body = {{"ok", ok}, {"message", message}};
+        if (!ok) body["error"] = message;  // as every other refusal of the admin API
         for (auto& [key, value] : extra.items()) body[key] = value;
         // A refused change (bad certificates, an invalid config) is the caller's input.
         return admin_server_->respond(requester, ok ? 200 : 400, body);
@@ -726,10 +730,13 @@ nlohmann::json Master::upstreams_json() const {
                 {{"id", server.id},
                  {"address", server.address.text},
                  {"weight", server.weight},
+                 {"max_connections", server.max_connections},
                  {"backup", server.backup},
+                 {"drain", server.drain},
                  {"healthy", st.unhealthy.load(std::memory_order_relaxed) == 0},
                  {"circuit", kCircuit[circuit]},
-                 {"available", st.unhealthy.load(std::memory_order_relaxed) == 0 && !open},
+                 {"available",
+                  st.unhealthy.load(std::memory_order_relaxed) == 0 && !open && !server.drain},
                  {"active", st.active.load(std::memory_order_relaxed)},
                  {"requests", st.requests.load(std::memory_order_relaxed)},
                  {"failures", st.failures.load(std::memory_order_relaxed)},

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config/overlay.hpp"
 #include "common/config/types.hpp"
 #include "common/shm/metric_series.hpp"
 #include "common/shm/rate_limit_table.hpp"
@@ -82,6 +83,8 @@ struct Transition {
     int generation = 0;
     config::Config previous;  // restored on abort
     config::Config previous_source;
+    std::string previous_text;
+    config::BackendOverlay previous_overlay;
     Resolutions previous_resolutions;
     TlsState previous_tls;
     EventPtr deadline;
@@ -98,6 +101,8 @@ struct UpgradeInProgress {
 
 struct StartOptions {
     std::string config_path;
+    std::string config_text;          // the file as loaded, for runtime changes to apply over
+    config::BackendOverlay overlay;  // runtime changes from server.state_file
     std::string binary_path;  // what `upgrade` executes
     int upgrade_fd = -1;      // set when started by an older master handing over
 };
@@ -153,8 +158,9 @@ class Master {
     void request_reload(std::uint64_t requester);
     void request_workers(std::uint64_t requester, int count);
     // `source` is the config as written (DNS names unexpanded); the workers get it expanded.
+    // `text` (when not null) is the config file's text `source` was loaded from.
     void start_generation(config::Config source, Resolutions resolutions, std::string what,
-                          std::uint64_t requester);
+                          std::uint64_t requester, const std::string* text = nullptr);
     bool expand_config(config::Config& config, const Resolutions& resolutions, std::string& error);
     void apply_upstream_changes();
     void maybe_commit_transition();
@@ -167,6 +173,22 @@ class Master {
     void setup_admin_routes();
     void configure_admin();
     AdminReply stats_backend(const std::string& upstream, const std::string& backend) const;
+    std::optional<AdminReply> put_config(const nlohmann::json& body, std::uint64_t ticket);
+    void restore_config_file_if_refused(std::uint64_t requester, bool ok);
+
+    // runtime_backends.cpp: backend changes through the admin API, without a new generation.
+    AdminReply add_backend(const nlohmann::json& body);
+    AdminReply update_backend(const nlohmann::json& body);
+    AdminReply remove_backend(const std::string& upstream, const std::string& id);
+    AdminReply disconnect_backend(const std::string& upstream, const std::string& id);
+    // Validates `next` over the config file, then makes it the running overlay: written to
+    // server.state_file, the upstream's servers replaced in place and sent to every worker.
+    std::optional<AdminReply> apply_backend_change(config::BackendOverlay next,
+                                                   std::size_t upstream);
+    void send_servers_to_workers(std::size_t upstream);
+    // One server as GET /api/v1/backends shows it.
+    nlohmann::json server_json(const std::string& upstream, const std::string& id) const;
+    bool save_overlay(const config::BackendOverlay& overlay, std::string& error) const;
 
     // metrics.cpp: the [metrics] endpoint.
     void configure_metrics();
@@ -194,10 +216,18 @@ class Master {
     static void on_upgrade_deadline(evutil_socket_t, short, void* arg);
     void finish_upgrade(bool ok, const std::string& reason);
     bool receive_handoff(std::string& error);
+    void adopt_backend_overlay(const nlohmann::json& header);
     void complete_handoff();
 
     config::Config config_;         // what the workers of the current generation run
     config::Config source_config_;  // the same before DNS names were expanded
+    std::string source_text_;       // the config file's text it was loaded from
+    config::BackendOverlay overlay_;  // runtime backend changes, applied over source_text_
+    // A PUT /api/v1/config being applied: its ticket and the file it replaced (put back if the
+    // reload is refused).
+    std::uint64_t put_config_ticket_ = 0;
+    std::string put_config_previous_text_;
+    config::BackendOverlay put_config_previous_overlay_;
     Resolutions resolutions_;
     StartOptions options_;
     EventBasePtr base_;

@@ -119,6 +119,7 @@ void Master::request_upgrade(std::uint64_t requester) {
                           {"reloads_ok", reloads_ok_},
                           {"reloads_failed", reloads_failed_}};
     header["registry"] = registry_.to_json();
+    header["backend_overlay"] = overlay_.to_json();
     nlohmann::json in_use = nlohmann::json::array();
     for (const auto& worker : workers_) in_use.push_back(worker.stats_slot);
     header["listeners"] = listeners;
@@ -188,6 +189,26 @@ void Master::finish_upgrade(bool ok, const std::string& reason) {
 }
 
 // ---- new master -------------------------------------------------------------------------------
+
+// Runtime backend changes kept only in memory (no state_file) would be lost with the old master:
+// the new one takes them over and applies them over the config file it loaded.
+void Master::adopt_backend_overlay(const nlohmann::json& header) {
+    if (!header.contains("backend_overlay") || !config_.server.state_file.empty()) return;
+    std::string error;
+    auto overlay = config::BackendOverlay::from_json(header["backend_overlay"], error);
+    if (!overlay || overlay->empty()) return;
+    std::vector<std::string> skipped;
+    auto result = config::load_with_overlay(source_text_, options_.config_path, *overlay, skipped);
+    for (const auto& note : skipped) spdlog::warn("upgrade: {}", note);
+    if (!result.config) {
+        spdlog::error("upgrade: the runtime backend changes no longer apply: {}",
+                      result.errors.front().format());
+        return;
+    }
+    config_ = std::move(*result.config);
+    source_config_ = config_;
+    overlay_ = std::move(*overlay);
+}
 
 bool Master::receive_handoff(std::string& error) {
     handoff_.reset(options_.upgrade_fd);
@@ -278,6 +299,7 @@ bool Master::receive_handoff(std::string& error) {
     }
     generation_ = header.value("generation", 0) + 1;
     registry_.from_json(header.value("registry", nlohmann::json::object()));
+    adopt_backend_overlay(header);
     // Addresses the new config adds are bound now; dropped ones stay until old workers are done.
     if (!listeners_.prepare(config_, error)) return false;
     listeners_.commit();

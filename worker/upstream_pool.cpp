@@ -38,7 +38,7 @@ void on_timer(evutil_socket_t, short, void* arg) {
 }  // namespace
 
 UpstreamPool::UpstreamPool(event_base* base, const config::Config& config,
-                           const tls::ClientTls* tls)
+                           tls::ClientTls* tls)
     : base_(base), config_(config), tls_(tls) {
     idle_.resize(config.upstreams.size());
     sessions_.resize(config.upstreams.size());
@@ -127,8 +127,10 @@ bool UpstreamPool::finish_connect(UpstreamConnection& connection, std::string& e
 
 void UpstreamPool::release(UpstreamPtr connection) {
     auto& list = idle_list(connection->upstream_index, connection->server_index);
-    auto limit = static_cast<std::size_t>(config_.upstreams[connection->upstream_index].keepalive);
-    if (list.size() >= limit || evbuffer_get_length(connection->stream.in()) != 0 ||
+    const auto& upstream = config_.upstreams[connection->upstream_index];
+    const auto& server = upstream.servers[connection->server_index];
+    auto limit = static_cast<std::size_t>(upstream.keepalive);
+    if (server.retired || server.drain || list.size() >= limit || evbuffer_get_length(connection->stream.in()) != 0 ||
         connection->stream.pending_output() != 0) {
         return;  // closed by the unique_ptr
     }
@@ -145,6 +147,16 @@ void UpstreamPool::on_idle_event(UpstreamConnection* connection) {
     auto it = std::find_if(list.begin(), list.end(),
                            [&](const UpstreamPtr& p) { return p.get() == connection; });
     if (it != list.end()) list.erase(it);
+}
+
+bool UpstreamPool::servers_changed(std::size_t upstream, std::string& error) {
+    const auto& servers = config_.upstreams[upstream].servers;
+    idle_[upstream].resize(servers.size());
+    sessions_[upstream].resize(servers.size());
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+        if (servers[i].retired || servers[i].drain) idle_[upstream][i].clear();
+    }
+    return tls_ == nullptr || tls_->add_contexts(config_, error);
 }
 
 void UpstreamPool::close_all_idle() {

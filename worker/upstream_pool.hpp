@@ -42,7 +42,7 @@ using UpstreamPtr = std::unique_ptr<UpstreamConnection>;
 
 class UpstreamPool {
   public:
-    UpstreamPool(event_base* base, const config::Config& config, const tls::ClientTls* tls);
+    UpstreamPool(event_base* base, const config::Config& config, tls::ClientTls* tls);
     ~UpstreamPool();
 
     // An idle pooled connection to that server, or nullptr.
@@ -56,6 +56,10 @@ class UpstreamPool {
     // Keeps the connection for reuse if the server's pool has room, else closes it.
     void release(UpstreamPtr connection);
     void close_all_idle();
+    // The upstream's server list changed (runtime change): make room for new servers, close the
+    // idle connections of retired and draining ones. False when a new TLS server's context
+    // cannot be set up (its connects then fail with the reason).
+    bool servers_changed(std::size_t upstream, std::string& error);
 
     // For the idle watchers.
     void on_idle_event(UpstreamConnection* connection);
@@ -65,7 +69,7 @@ class UpstreamPool {
 
     event_base* base_;
     const config::Config& config_;
-    const tls::ClientTls* tls_;
+    tls::ClientTls* tls_;
     // sessions_[upstream][server]: the last TLS session, resumed by the next connection.
     std::vector<std::vector<tls::SessionSlot>> sessions_;
     // idle_[upstream][server], the most recently used at the back.

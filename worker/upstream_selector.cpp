@@ -37,12 +37,17 @@ UpstreamSelector::UpstreamSelector(const config::Config& config, shm::UpstreamSt
     }
     upstreams_.resize(config.upstreams.size());
     for (std::size_t u = 0; u < config.upstreams.size(); ++u) {
-        auto& per = upstreams_[u];
-        per.config = &config.upstreams[u];
-        per.views.resize(per.config->servers.size());
-        for (const auto& server : per.config->servers)
-            per.id_hashes.push_back(hash_bytes(server.id));
+        upstreams_[u].config = &config.upstreams[u];
+        servers_changed(u);
     }
+}
+
+void UpstreamSelector::servers_changed(std::size_t upstream) {
+    auto& per = upstreams_[upstream];
+    per.views.assign(per.config->servers.size(), ServerView{});
+    per.id_hashes.clear();
+    for (const auto& server : per.config->servers) per.id_hashes.push_back(hash_bytes(server.id));
+    for (auto& balancer : per.balancers) balancer.reset();  // rebuilt lazily from the new list
 }
 
 UpstreamSelector::~UpstreamSelector() = default;
@@ -63,7 +68,7 @@ void UpstreamSelector::refresh_views(PerUpstream& upstream, std::int64_t now_ms)
                               now_ms >= st.open_until_ms.load(std::memory_order_relaxed);
         view.active = st.active.load(std::memory_order_relaxed);
         bool full = server.max_connections > 0 && view.active >= server.max_connections;
-        view.usable = healthy && circuit_allows && !full;
+        view.usable = healthy && circuit_allows && !full && !server.drain && !server.retired;
         std::int64_t since = st.healthy_since_ms.load(std::memory_order_relaxed);
         view.weight = since > 0 ? slow_start_weight(server.weight, now_ms - since,
                                                     upstream.config->slow_start.count())
@@ -143,8 +148,8 @@ UpstreamSelector::Pick UpstreamSelector::pick(std::size_t upstream, config::Bala
     // Nothing usable: is it only because healthy servers are at max_connections?
     const auto& servers = per.config->servers;
     for (std::size_t i = 0; i < servers.size(); ++i) {
-        if (servers[i].max_connections > 0 && !excluded[i] &&
-            per.views[i].active >= servers[i].max_connections) {
+        if (servers[i].max_connections > 0 && !excluded[i] && !servers[i].drain &&
+            !servers[i].retired && per.views[i].active >= servers[i].max_connections) {
             return {Outcome::AllFull, 0, false};
         }
     }

@@ -70,6 +70,8 @@ class UpstreamSelector {
     std::size_t server_count(std::size_t upstream) const {
         return upstreams_[upstream].views.size();
     }
+    // The upstream's server list changed (runtime change): rebuild what derives from it.
+    void servers_changed(std::size_t upstream);
 
   private:
     struct PerUpstream {

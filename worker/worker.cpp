@@ -11,11 +11,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/config/server_list.hpp"
 #include "common/log.hpp"
 #include "common/net/fd_passing.hpp"
 #include "common/util/timeval.hpp"
 #include "worker/client_connection.hpp"
 #include "worker/privileges.hpp"
+#include "worker/server_merge.hpp"
 
 namespace proxyd::worker {
 
@@ -210,7 +212,7 @@ void Worker::on_channel(evutil_socket_t fd, short, void* arg) {
 }
 
 // Commands from the master, one per message (the channel is a SOCK_SEQPACKET pair):
-//   drain | stop | quit | reopen | adopt SLOT (+ fds) | release SLOT
+//   drain | stop | quit | reopen | adopt SLOT (+ fds) | release SLOT | servers (+ memfd)
 void Worker::handle_command(std::string_view command, std::vector<UniqueFd>& fds) {
     auto space = command.find(' ');
     std::string_view verb = command.substr(0, space);
@@ -233,7 +235,37 @@ void Worker::handle_command(std::string_view command, std::vector<UniqueFd>& fds
         spdlog::info("polling the sockets of slot {} while it has no worker", slot);
     } else if (verb == "release" && slot >= 0) {
         release_slot(slot);
+    } else if (verb == "servers" && fds.size() == 1) {
+        replace_servers(fds[0].get());
     }
+}
+
+// The list comes in a memfd: it may be larger than a channel message. Every worker got the
+// same open file, so it is read with pread (the file offset is shared).
+void Worker::replace_servers(int fd) {
+    std::string text;
+    char buffer[65536];
+    for (off_t offset = 0;;) {
+        ssize_t n = ::pread(fd, buffer, sizeof buffer, offset);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        text.append(buffer, static_cast<std::size_t>(n));
+        offset += n;
+    }
+    std::string error;
+    auto list = config::decode_server_list(text, error);
+    if (!list || list->upstream >= config_.upstreams.size()) {
+        spdlog::error("servers command ignored: {}", error.empty() ? "unknown upstream" : error);
+        return;
+    }
+    auto& upstream = config_.upstreams[list->upstream];
+    merge_servers(upstream.servers, std::move(list->servers));
+    selector_.servers_changed(list->upstream);
+    if (!pool_.servers_changed(list->upstream, error)) {
+        spdlog::error("upstream {}: {}", upstream.name, error);
+    }
+    spdlog::debug("upstream {}: {} server(s) after a runtime change", upstream.name,
+                  upstream.servers.size());
 }
 
 void Worker::on_signal(evutil_socket_t signal, short, void* arg) {

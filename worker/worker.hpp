@@ -33,7 +33,8 @@ class ClientConnection;
 struct Exchange;
 
 struct WorkerOptions {
-    const config::Config* config = nullptr;
+    // The worker's own copy (inherited at fork): runtime server changes are applied to it.
+    config::Config* config = nullptr;
     std::vector<int> listen_fds;  // this slot's sockets, one per listen address
     int channel_fd = -1;          // socketpair end to the master
     shm::WorkerSlotStats* stats = nullptr;
@@ -42,7 +43,7 @@ struct WorkerOptions {
     shm::SeriesTable* metrics = nullptr;  // this worker's stats slot's labelled series
     // Built by the master before the fork; null when there is no [tls] / no TLS upstream server.
     const tls::ServerTls* server_tls = nullptr;
-    const tls::ClientTls* client_tls = nullptr;
+    tls::ClientTls* client_tls = nullptr;  // gains contexts for TLS servers added at runtime
     std::size_t stats_slot = 0;
     int slot = 0;
     int generation = 1;
@@ -102,6 +103,7 @@ class Worker {
     static void on_accept(evutil_socket_t fd, short, void* arg);
     static void on_channel(evutil_socket_t fd, short, void* arg);
     void handle_command(std::string_view command, std::vector<UniqueFd>& fds);
+    void replace_servers(int fd);
     void add_listener(int slot, UniqueFd fd);
     void release_slot(int slot);
     static void on_signal(evutil_socket_t signal, short, void* arg);
@@ -113,7 +115,7 @@ class Worker {
     void maybe_exit();
 
     const WorkerOptions options_;
-    const config::Config& config_;
+    config::Config& config_;
     event_base* base_;
     shm::WorkerSlotStats* stats_;
     UpstreamPool pool_;

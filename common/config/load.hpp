@@ -27,6 +27,8 @@ struct LoadResult {
 };
 
 LoadResult load_file(const std::string& path);
+// A config-sized text file, or nullopt with `error` (the reason as strerror words it).
+std::optional<std::string> read_config_text(const std::string& path, std::string& error);
 // The config's name of an algorithm ("least_conn"), for status output and messages.
 std::string_view balance_name(Balance balance);
 // `source_name` is used as FILE in messages and as Config::file.

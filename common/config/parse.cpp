@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <system_error>
 #include <tuple>
 
@@ -148,7 +149,8 @@ LoadResult finish(Config config, std::vector<ConfigError> errors) {
     return result;
 }
 
-LoadResult load(std::string_view text, const std::string& source_name) {
+LoadResult load(std::string_view text, const std::string& source_name,
+                const std::function<void(toml::table&)>* edit) {
     toml::table root;
     try {
         root = toml::parse(text, std::string_view(source_name));
@@ -159,6 +161,7 @@ LoadResult load(std::string_view text, const std::string& source_name) {
                       {ConfigError{source_name, static_cast<int>(begin.line),
                                    static_cast<int>(begin.column), std::string(e.description())}});
     }
+    if (edit != nullptr) (*edit)(root);
     Config config;
     config.file = source_name;
     Reader reader(source_name);
@@ -173,8 +176,9 @@ LoadResult single_error(const std::string& file, std::string message) {
     return result;
 }
 
-// The whole file, or nullopt with `error` set (the reason as strerror words it).
-std::optional<std::string> read_file(const std::string& path, std::string& error) {
+}  // namespace
+
+std::optional<std::string> read_config_text(const std::string& path, std::string& error) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         error = std::generic_category().message(errno);
@@ -198,21 +202,32 @@ std::optional<std::string> read_file(const std::string& path, std::string& error
     return data;
 }
 
-}  // namespace
-
 LoadResult load_string(std::string_view toml_text, const std::string& source_name) {
     try {
-        return load(toml_text, source_name);
+        return load(toml_text, source_name, nullptr);
     } catch (const std::exception& e) {
         // Only allocation failure can get here; callers are promised a result, not a throw.
         return single_error(source_name, std::string("internal error: ") + e.what());
     }
 }
 
+namespace detail {
+
+LoadResult load_edited(std::string_view text, const std::string& source_name,
+                       const std::function<void(toml::table&)>& edit) {
+    try {
+        return load(text, source_name, &edit);
+    } catch (const std::exception& e) {
+        return single_error(source_name, std::string("internal error: ") + e.what());
+    }
+}
+
+}  // namespace detail
+
 LoadResult load_file(const std::string& path) {
     try {
         std::string error;
-        const auto text = read_file(path, error);
+        const auto text = read_config_text(path, error);
         if (!text) return single_error(path, "cannot read: " + error);
         return load_string(*text, path);
     } catch (const std::exception& e) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "common/config/reader.hpp"
+#include "common/config/secret_file.hpp"
 #include "common/config/text.hpp"
 #include "common/config/units.hpp"
 
@@ -17,8 +18,9 @@ namespace {
 constexpr std::string_view kServerKeys[] = {
     "listen",           "workers",        "control_socket",  "pid_file", "max_connections",
     "shutdown_timeout", "real_ip_header", "trusted_proxies", "timeouts", "limits",
-    "response_headers", "hosts_file",     "proxy_protocol",  "user",     "group"};
-constexpr std::string_view kServerLater[] = {"state_file", "h2c"};
+    "response_headers", "hosts_file",     "proxy_protocol",  "user",     "group",
+    "state_file"};
+constexpr std::string_view kServerLater[] = {"h2c"};
 constexpr std::string_view kTimeoutKeys[] = {
     "header",        "body",        "keepalive",     "upstream_connect", "upstream_response",
     "upstream_idle", "tunnel_idle", "min_rate_grace"};
@@ -236,6 +238,11 @@ void parse_server(Reader& r, const toml::node& node, ServerSection& out) {
     parse_workers(r, *server, out);
     parse_control_socket(r, *server, out);
     r.read(*server, "pid_file", out.pid_file);
+    if (const toml::node* n = server->get("state_file")) {
+        if (auto path = r.nonempty_string(*n, "state_file")) {
+            out.state_file = detail::resolve_config_path(r.file(), *path);
+        }
+    }
     parse_user(r, *server, out);
     if (const toml::node* n = server->get("hosts_file")) {
         if (auto path = r.nonempty_string(*n, "hosts_file")) out.hosts_file = std::move(*path);

@@ -20,7 +20,8 @@ constexpr std::string_view kUpstreamKeys[] = {"balance", "hash_key",         "ke
                                               "sticky",  "health_check",     "retry"};
 constexpr std::string_view kUpstreamLater[] = {"protocol"};
 constexpr std::string_view kServerKeys[] = {
-    "address", "weight", "id", "max_connections", "backup", "tls", "sni", "verify", "ca_file"};
+    "address", "weight", "id",     "max_connections", "backup",
+    "drain",   "tls",    "sni",    "verify",          "ca_file"};
 // Keys of a server entry that only mean something when it is reached over TLS.
 constexpr std::string_view kServerTlsKeys[] = {"sni", "verify", "ca_file"};
 constexpr std::string_view kStickyKeys[] = {"cookie"};
@@ -259,6 +260,7 @@ void parse_server_entry(Reader& r, const toml::node& node, const std::string& wh
     r.read(*t, "weight", server.weight, 1, kMaxWeight);
     r.read(*t, "max_connections", server.max_connections, 0);
     r.read(*t, "backup", server.backup);
+    r.read(*t, "drain", server.drain);
     parse_server_tls(r, *t, server);
     bool ok = r.require(*t, "address", where);
     const toml::node* address = t->get("address");

@@ -6,6 +6,7 @@
 #include <toml++/toml.h>
 
 #include <climits>
+#include <functional>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -20,6 +21,11 @@
 namespace proxyd::config::detail {
 
 using Keys = std::span<const std::string_view>;
+
+// load_string() with `edit` run on the parsed document before it is read: how runtime changes
+// (config/overlay.hpp) are applied over the file.
+LoadResult load_edited(std::string_view text, const std::string& source_name,
+                       const std::function<void(toml::table&)>& edit);
 
 SourceLoc loc_of(const toml::node& node);
 SourceLoc loc_of(const toml::key& key);

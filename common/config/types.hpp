@@ -62,6 +62,9 @@ struct ServerSection {
     bool workers_auto = false;
     std::string control_socket = "/run/proxyd/proxyd.sock";
     std::string pid_file;  // empty = none
+    // Runtime backend changes (admin API) are kept here and re-applied over this file at start
+    // and reload; empty = kept in memory only (lost on restart).
+    std::string state_file;
     // Workers switch to this user (and group: `group`, else the user's own) when the master
     // runs as root; resolved when the config is loaded.
     std::string user;
@@ -124,6 +127,7 @@ struct UpstreamServer {
     int weight = 1;
     int max_connections = 0;  // 0 = unlimited; in-flight requests across all workers
     bool backup = false;      // used only when no primary server is healthy
+    bool drain = false;       // gets no new requests; in-flight ones complete
     SourceLoc id_loc;         // where the id (or, without one, the address) is written
     // Reached over TLS: verified against ca_pem (or the system store) unless verify = false,
     // with `sni` (default: the hostname, or none for an IP) as server name and verified name.
@@ -134,6 +138,9 @@ struct UpstreamServer {
     std::string ca_pem;   // read from ca_file when the config is loaded
     // Index of this server's shared state (common/shm/upstream_state.hpp), set by the master.
     std::uint32_t state_index = 0;
+    // Workers only: removed at runtime (admin API) but kept in place, so that the indices held
+    // by requests still in flight stay valid; never picked again.
+    bool retired = false;
 };
 
 struct Upstream {

@@ -76,20 +76,25 @@ std::string verified_name(const config::UpstreamServer& server) {
 
 std::unique_ptr<ClientTls> ClientTls::create(const config::Config& config, std::string& error) {
     std::unique_ptr<ClientTls> tls(new ClientTls());
+    if (!tls->add_contexts(config, error)) return nullptr;
+    return tls;
+}
+
+bool ClientTls::add_contexts(const config::Config& config, std::string& error) {
     for (const auto& upstream : config.upstreams) {
         for (const auto& server : upstream.servers) {
-            if (!server.tls || tls->find(server)) continue;
+            if (!server.tls || find(server)) continue;
             std::string why;
             SslCtxPtr ctx = make_context(server.verify, server.ca_pem, why);
             if (!ctx) {
                 error = "upstream " + upstream.name + " server " + server.id + ": " + why;
-                return nullptr;
+                return false;
             }
             SSL_CTX_sess_set_new_cb(ctx.get(), on_new_session);
-            tls->contexts_.push_back(Context{server.verify, server.ca_pem, std::move(ctx)});
+            contexts_.push_back(Context{server.verify, server.ca_pem, std::move(ctx)});
         }
     }
-    return tls;
+    return true;
 }
 
 ClientTls::~ClientTls() = default;

@@ -27,6 +27,9 @@ class ClientTls {
     // Null with `error` when a CA bundle does not load; an empty ClientTls when no server uses TLS.
     static std::unique_ptr<ClientTls> create(const config::Config& config, std::string& error);
     ~ClientTls();
+    // Adds the contexts `config`'s TLS servers need and this one lacks: servers added at runtime
+    // (admin API) may bring a CA bundle of their own.
+    bool add_contexts(const config::Config& config, std::string& error);
 
     // A client-side SSL on `fd` (-1: set later, e.g. by a bufferevent) for `server`, resuming from
     // `slot`'s session when there is one; new sessions go to `slot` (may be null). Null (with the

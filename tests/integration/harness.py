@@ -32,7 +32,8 @@ port=P) listens there; Backend(delay=S) answers every request S seconds late; Ba
 "/reset") gives every request but /health that path's behaviour (settable while running);
 Backend(tls_context=ctx) speaks TLS (an ssl.SSLContext for the server side).
 Every response carries "X-Backend: NAME". Backend.connections counts accepted TCP connections,
-Backend.requests records every request (method, target, headers, body length and sha256).
+Backend.requests records every request (method, target, headers, body length and sha256,
+time, peer = the (host, port) of the connection it came on).
 """
 
 import hashlib
@@ -688,9 +689,13 @@ class Backend:
             keep = "close" not in conn_tokens
         else:
             keep = "keep-alive" in conn_tokens
+        try:
+            peer = conn.getpeername()
+        except OSError:
+            peer = None
         rec = {"method": method, "target": target, "version": version, "headers": headers,
                "body_length": 0, "body_sha256": hashlib.sha256(b"").hexdigest(),
-               "time": time.time()}
+               "time": time.time(), "peer": peer}
 
         if path == "/reset":
             self._record(rec)
