@@ -619,7 +619,10 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
                         "\n  %-24s %-22s weight %-4d %-9s circuit %-9s active %-4lld "
                         "requests %-8llu failures %-6llu ewma %.1f ms",
                         s["id"].get<std::string>().c_str(), s["address"].get<std::string>().c_str(),
-                        s["weight"].get<int>(), s["healthy"].get<bool>() ? "healthy" : "unhealthy",
+                        s["weight"].get<int>(),
+                        s["drain"].get<bool>()     ? "draining"
+                        : s["healthy"].get<bool>() ? "healthy"
+                                                   : "unhealthy",
                         s["circuit"].get<std::string>().c_str(),
                         static_cast<long long>(s["active"].get<std::int64_t>()),
                         static_cast<unsigned long long>(s["requests"].get<std::uint64_t>()),

@@ -20,6 +20,22 @@ std::int64_t open_duration_ms(std::uint32_t times_opened) {
 
 }  // namespace
 
+void TriedServers::mark(std::size_t server) {
+    if (server >= size_) {
+        // The server list grew during the request (a runtime change): keep what was marked.
+        std::size_t count = server + 1;
+        if (count > capacity_) {
+            auto bigger = std::make_unique<bool[]>(count);
+            std::copy(data_.get(), data_.get() + size_, bigger.get());
+            data_ = std::move(bigger);
+            capacity_ = count;
+        }
+        std::fill(data_.get() + size_, data_.get() + count, false);
+        size_ = count;
+    }
+    data_[server] = true;
+}
+
 void TriedServers::reset(std::size_t count) {
     if (count > capacity_) {
         data_ = std::make_unique<bool[]>(count);
@@ -128,7 +144,7 @@ UpstreamSelector::Pick UpstreamSelector::pick(std::size_t upstream, config::Bala
     bool trial = false;
     if (sticky_hash != 0) {
         for (std::size_t i = 0; i < per.views.size(); ++i) {
-            if (per.id_hashes[i] == sticky_hash && per.views[i].usable && !excluded[i] &&
+            if (per.id_hashes[i] == sticky_hash && per.views[i].usable && !tried.has(i) &&
                 claim(upstream, i, trial, now)) {
                 return {Outcome::Picked, i, trial};
             }
@@ -148,7 +164,7 @@ UpstreamSelector::Pick UpstreamSelector::pick(std::size_t upstream, config::Bala
     // Nothing usable: is it only because healthy servers are at max_connections?
     const auto& servers = per.config->servers;
     for (std::size_t i = 0; i < servers.size(); ++i) {
-        if (servers[i].max_connections > 0 && !excluded[i] && !servers[i].drain &&
+        if (servers[i].max_connections > 0 && !tried.has(i) && !servers[i].drain &&
             !servers[i].retired && per.views[i].active >= servers[i].max_connections) {
             return {Outcome::AllFull, 0, false};
         }

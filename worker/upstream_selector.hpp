@@ -28,7 +28,9 @@ inline constexpr std::uint32_t kFailuresToOpen = 3;
 class TriedServers {
   public:
     void reset(std::size_t count);
-    void mark(std::size_t server) { data_[server] = true; }
+    void mark(std::size_t server);
+    bool has(std::size_t server) const { return server < size_ && data_[server]; }
+    // May be shorter than the server list (it grew during the request): missing = not tried.
     std::span<const bool> view() const { return {data_.get(), size_}; }
 
   private:

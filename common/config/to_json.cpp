@@ -1,5 +1,8 @@
 #include "common/config/to_json.hpp"
 
+#include <filesystem>
+#include <system_error>
+
 #include "common/config/load.hpp"
 #include "common/config/units.hpp"
 
@@ -8,6 +11,16 @@ namespace proxyd::config {
 namespace {
 
 using nlohmann::json;
+
+// A file the loader found by resolving it against the config file's directory, made absolute:
+// when that directory was given as a relative path ("-c conf/proxyd.toml"), the resolved path is
+// relative too, and loading the JSON again (PUT /api/v1/config) would resolve it a second time.
+std::string file_path(const std::string& path) {
+    if (path.empty() || path.front() == '/') return path;
+    std::error_code ec;
+    const auto absolute = std::filesystem::absolute(path, ec);
+    return ec ? path : absolute.lexically_normal().string();
+}
 
 json addresses(const std::vector<SocketAddress>& list) {
     json out = json::array();
@@ -49,6 +62,7 @@ json server_json(const ServerSection& s) {
     if (!s.user.empty()) out["user"] = s.user;
     if (!s.group.empty()) out["group"] = s.group;
     if (!s.hosts_file.empty()) out["hosts_file"] = s.hosts_file;
+    if (!s.state_file.empty()) out["state_file"] = file_path(s.state_file);
     return out;
 }
 
@@ -75,21 +89,23 @@ json upstream_json(const Upstream& u) {
                       {"weight", s.weight},
                       {"max_connections", s.max_connections},
                       {"backup", s.backup}};
+        if (s.drain) entry["drain"] = true;
         if (s.tls) {
             entry["tls"] = true;
             entry["verify"] = s.verify;
             if (!s.sni.empty()) entry["sni"] = s.sni;
-            if (!s.ca_file.empty()) entry["ca_file"] = s.ca_file;
+            if (!s.ca_file.empty()) entry["ca_file"] = file_path(s.ca_file);
         }
         servers.push_back(std::move(entry));
     }
     json out = {{"balance", balance_name(u.balance)},
-                {"hash_key", hash_key_text(u.hash_key)},
                 {"keepalive", u.keepalive},
                 {"servers", servers},
                 {"resolve_interval", format_duration(u.resolve_interval)},
                 {"slow_start", format_duration(u.slow_start)},
                 {"retry", {{"attempts", u.retry.attempts}}}};
+    // The loader refuses hash_key with any other algorithm.
+    if (u.balance == Balance::ConsistentHash) out["hash_key"] = hash_key_text(u.hash_key);
     if (!u.sticky_cookie.empty()) out["sticky"] = {{"cookie", u.sticky_cookie}};
     if (u.health_check.enabled) {
         const auto& h = u.health_check;
@@ -115,7 +131,8 @@ json route_json(const Route& r) {
     if (!r.methods.empty()) out["methods"] = r.methods;
     if (r.has_websocket_balance) out["websocket_balance"] = balance_name(r.websocket_balance);
     if (r.has_sse_balance) out["sse_balance"] = balance_name(r.sse_balance);
-    if (r.auth_required) out["auth_required"] = true;
+    // Read back, roles without auth_required mean auth_required = true: say false when it is.
+    if (r.auth_required || !r.roles.empty()) out["auth_required"] = r.auth_required;
     if (!r.roles.empty()) out["roles"] = r.roles;
     if (!r.rate_limit.empty()) out["rate_limit"] = r.rate_limit;
     if (r.cors.enabled) {
@@ -131,7 +148,7 @@ json route_json(const Route& r) {
 json tls_json(const TlsSection& t) {
     json certificates = json::array();
     for (const auto& c : t.certificates) {
-        certificates.push_back({{"cert", c.cert_file}, {"key", c.key_file}});
+        certificates.push_back({{"cert", file_path(c.cert_file)}, {"key", file_path(c.key_file)}});
     }
     json out = {{"listen", addresses(t.listen)},
                 {"alpn", t.alpn},
@@ -148,7 +165,8 @@ json tls_json(const TlsSection& t) {
 json jwt_json(const JwtAuth& j) {
     json keys = json::array();
     for (const auto& k : j.keys) {
-        json entry = {{k.kind == JwtKey::Kind::Secret ? "secret_file" : "public_key_file", k.file}};
+        json entry = {{k.kind == JwtKey::Kind::Secret ? "secret_file" : "public_key_file",
+                       file_path(k.file)}};
         if (!k.kid.empty()) entry["kid"] = k.kid;
         keys.push_back(std::move(entry));
     }
@@ -175,6 +193,8 @@ json rate_limit_json(const RateLimit& r) {
         out["redis"] = r.redis.text;
         out["on_redis_error"] = r.redis_error_allow ? "allow" : "deny";
         out["redis_timeout"] = format_duration(r.redis_timeout);
+        // Only a marker: the file the password came from is not kept, so this key cannot be
+        // loaded back (PUT /api/v1/config must send "redis_password_file" instead).
         if (!r.redis_password.empty()) out["redis_password"] = "(set, not shown)";
     }
     return out;
@@ -208,7 +228,7 @@ json to_json(const Config& config) {
     }
     if (config.admin.enabled) {
         out["admin"] = {{"listen", config.admin.listen.text},
-                        {"token_file", config.admin.token_file}};
+                        {"token_file", file_path(config.admin.token_file)}};
     }
     return out;
 }
