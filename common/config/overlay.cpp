@@ -21,6 +21,10 @@ constexpr int kStateVersion = 1;
 bool assign(toml::table& table, const std::string& key, const json& value) {
     if (value.is_boolean()) {
         table.insert_or_assign(key, value.get<bool>());
+    } else if (value.is_number_unsigned() &&
+               value.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+        // Beyond TOML's integers: as a float, the loader then says what it expected.
+        table.insert_or_assign(key, value.get<double>());
     } else if (value.is_number_integer()) {
         table.insert_or_assign(key, value.get<std::int64_t>());
     } else if (value.is_number_float()) {
@@ -107,7 +111,8 @@ json BackendOverlay::to_json() const {
 }
 
 std::optional<BackendOverlay> BackendOverlay::from_json(const json& saved, std::string& error) {
-    if (!saved.is_object() || saved.value("proxyd_state", 0) != kStateVersion ||
+    if (!saved.is_object() || !saved.contains("proxyd_state") ||
+        !saved["proxyd_state"].is_number_integer() || saved["proxyd_state"] != kStateVersion ||
         !saved.contains("backends") || !saved["backends"].is_array()) {
         error = "not a proxyd state file (version " + std::to_string(kStateVersion) + ")";
         return std::nullopt;
@@ -120,7 +125,11 @@ std::optional<BackendOverlay> BackendOverlay::from_json(const json& saved, std::
             return std::nullopt;
         }
         Change change{entry["upstream"], entry["id"]};
-        if (entry.value("removed", false)) {
+        if (entry.contains("removed") && !entry["removed"].is_boolean()) {
+            error = "\"removed\" must be true or false: " + entry.dump();
+            return std::nullopt;
+        }
+        if (entry.contains("removed") && entry["removed"].get<bool>()) {
             change.removed = true;
         } else if (entry.contains("server") && entry["server"].is_object()) {
             change.whole = true;
@@ -192,18 +201,27 @@ EffectiveConfig load_effective(const std::string& path, const BackendOverlay* ov
     out.text = std::move(*text);
     out.result = load_string(out.text, path);
     if (!out.result.config) return out;
+    // Where the changes come from, for messages.
+    std::string source = path;
     if (overlay != nullptr) {
         out.overlay = *overlay;
-    } else if (const auto& state = out.result.config->server.state_file; !state.empty()) {
-        if (!read_state_file(state, out.overlay, error)) {
+    } else if (!out.result.config->server.state_file.empty()) {
+        source = out.result.config->server.state_file;
+        if (!read_state_file(source, out.overlay, error)) {
             out.result.config.reset();
             out.result.errors.push_back(
-                ConfigError{state, 0, 0, "state_file: " + error + " (fix or remove it)"});
+                ConfigError{source, 0, 0, "state_file: " + error + " (fix or remove it)"});
             return out;
         }
     }
-    if (!out.overlay.empty()) {
-        out.result = load_with_overlay(out.text, path, out.overlay, out.skipped);
+    if (out.overlay.empty()) return out;
+    out.result = load_with_overlay(out.text, path, out.overlay, out.skipped);
+    if (!out.result.config) {
+        // Values a change brought have no line in the file: say where they came from.
+        out.result.errors.push_back(ConfigError{
+            source, 0, 0,
+            "the runtime backend changes kept here do not apply to the config file (see the "
+            "errors above; fix or remove them)"});
     }
     return out;
 }

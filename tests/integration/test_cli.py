@@ -100,7 +100,7 @@ def _with_demo_state(t, path):
     for ref in refs:
         local = os.path.join(state, os.path.basename(ref))
         text = text.replace(ref, local)
-        if ref.endswith(".secret"):
+        if ref.endswith((".secret", ".token")):
             with open(local, "w") as out:
                 out.write(os.urandom(24).hex() + "\n")
         elif ref.endswith(".key"):

@@ -105,23 +105,23 @@ std::string check_round_trip(const Config& config) {
     return text;
 }
 
-// The examples name files their scripts/try-* make in /tmp/proxyd-NAME/ (secrets, certificates):
-// the same files are made in `dir` from test data and the config is pointed there.
+// The examples name files their scripts/try-* make in /tmp/proxyd-NAME/ (secrets, tokens,
+// certificates): the same files are made in `dir` from test data, and the config points there.
 std::string with_demo_files(const std::string& text, ConfigDir& dir) {
     static const std::regex kRef(R"(/tmp/proxyd-[a-z]+/([\w.]+))");
     std::map<std::string, std::string> stand_ins;  // certificate stem -> test data stem
     for (std::sregex_iterator it(text.begin(), text.end(), kRef), end; it != end; ++it) {
         const std::filesystem::path name = (*it)[1].str();
         const std::string ext = name.extension().string();
-        if (ext == ".secret") {
-            dir.write(name.string(), "an-hmac-secret-of-32-characters!\n");
+        if (ext == ".secret" || ext == ".token") {
+            dir.write(name.string(), "a-secret-or-token-of-32-chars-ok\n");
         } else if (ext == ".crt" || ext == ".key") {
             const std::string stem = name.stem().string();
             if (!stand_ins.contains(stem))
                 stand_ins[stem] = stand_ins.empty() ? "a.test" : "b.test";
             REQUIRE_MESSAGE(stand_ins.size() <= 2, "only two test certificates: " << stem);
             dir.write(name.string(), slurp(tls_data(stand_ins[stem] + ext)));
-        }  // anything else (a control socket) is only a path
+        }  // anything else (a socket, a pid or state file) is only a path
     }
     return std::regex_replace(text, std::regex("/tmp/proxyd-[a-z]+/"), dir.path + "/");
 }
