@@ -105,20 +105,25 @@ void Master::setup_admin_routes() {
 // the reload is refused, the file and the changes are put back (see answer()).
 std::optional<AdminReply> Master::put_config(const nlohmann::json& body, std::uint64_t ticket) {
     if (!body.is_object() || !body.contains("config") || !body["config"].is_object()) {
-        return admin_error(
-            400, "expected {\"config\": {...}}, in the shape GET /api/v1/config returns");
+        return admin_error(400,
+                           "expected {\"config\": {...}}, in the shape GET /api/v1/config returns");
     }
     if (stopping_ || transition_ || upgrade_ || put_config_ticket_ != 0) {
         return admin_error(409, "a reload, scaling, upgrade or stop is in progress; try again");
     }
     std::string error;
     auto text = config::json_to_toml(body["config"], error);
-    if (!text) return admin_error(400, "config: " + error);
+    if (!text) return admin_error(400, error);
     auto loaded = config::load_string(*text, options_.config_path);
     if (!loaded.config) {
+        // Places are in the TOML the body became (sent along), not in the config file.
         nlohmann::json errors = nlohmann::json::array();
-        for (const auto& e : loaded.errors) errors.push_back(e.format());
-        return AdminReply{400, {{"error", "configuration invalid"}, {"errors", errors}}};
+        for (auto e : loaded.errors) {
+            e.file = "body";
+            errors.push_back(e.format());
+        }
+        return AdminReply{
+            400, {{"error", "configuration invalid"}, {"errors", errors}, {"toml", *text}}};
     }
     auto previous = config::read_config_text(options_.config_path, error);
     if (!previous) previous = source_text_;

@@ -28,15 +28,15 @@
 #include "common/tls/server_context.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
+#include "master/admin_server.hpp"
 #include "master/certificate_watcher.hpp"
 #include "master/control_server.hpp"
 #include "master/health_checker.hpp"
 #include "master/listener_table.hpp"
-#include "master/admin_server.hpp"
 #include "master/metrics_server.hpp"
-#include "master/stats_window.hpp"
 #include "master/resolver.hpp"
 #include "master/server_registry.hpp"
+#include "master/stats_window.hpp"
 
 namespace proxyd::master {
 
@@ -101,10 +101,10 @@ struct UpgradeInProgress {
 
 struct StartOptions {
     std::string config_path;
-    std::string config_text;          // the file as loaded, for runtime changes to apply over
+    std::string config_text;         // the file as loaded, for runtime changes to apply over
     config::BackendOverlay overlay;  // runtime changes from server.state_file
-    std::string binary_path;  // what `upgrade` executes
-    int upgrade_fd = -1;      // set when started by an older master handing over
+    std::string binary_path;         // what `upgrade` executes
+    int upgrade_fd = -1;             // set when started by an older master handing over
 };
 
 class Master {
@@ -219,9 +219,9 @@ class Master {
     void adopt_backend_overlay(const nlohmann::json& header);
     void complete_handoff();
 
-    config::Config config_;         // what the workers of the current generation run
-    config::Config source_config_;  // the same before DNS names were expanded
-    std::string source_text_;       // the config file's text it was loaded from
+    config::Config config_;           // what the workers of the current generation run
+    config::Config source_config_;    // the same before DNS names were expanded
+    std::string source_text_;         // the config file's text it was loaded from
     config::BackendOverlay overlay_;  // runtime backend changes, applied over source_text_
     // A PUT /api/v1/config being applied: its ticket and the file it replaced (put back if the
     // reload is refused).

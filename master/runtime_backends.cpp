@@ -34,7 +34,9 @@ const config::UpstreamServer* find_server(const config::Upstream& upstream, cons
     return nullptr;
 }
 
-std::string quoted(const std::string& text) { return "\"" + text + "\""; }
+std::string quoted(const std::string& text) {
+    return "\"" + text + "\"";
+}
 
 // The body's "upstream" and "backend" members, or a 400 saying what is wrong.
 std::optional<AdminReply> check_shape(const json& body) {
@@ -49,8 +51,8 @@ std::optional<AdminReply> check_shape(const json& body) {
     }
     for (const auto& [key, value] : body["backend"].items()) {
         if (!value.is_primitive() || value.is_null()) {
-            return admin_error(400, "backend key " + quoted(key) +
-                                        " must be a string, a number or a boolean");
+            return admin_error(
+                400, "backend key " + quoted(key) + " must be a string, a number or a boolean");
         }
     }
     return std::nullopt;
@@ -74,8 +76,9 @@ AdminReply Master::add_backend(const json& body) {
     const std::string name = body["upstream"];
     json server = body["backend"];
     if (!server.contains("address") || !server["address"].is_string()) {
-        return admin_error(400, "backend \"address\" (a string like \"127.0.0.1:3001\") is "
-                                "required");
+        return admin_error(400,
+                           "backend \"address\" (a string like \"127.0.0.1:3001\") is "
+                           "required");
     }
     if (server.contains("id") && (!server["id"].is_string() || server["id"] == "")) {
         return admin_error(400, "backend \"id\" must be a non-empty string");
@@ -163,8 +166,7 @@ AdminReply Master::disconnect_backend(const std::string& name, const std::string
     return {200, json{{"upstream", name}, {"disconnected", id}}};
 }
 
-std::optional<AdminReply> Master::apply_backend_change(config::BackendOverlay next,
-                                                       std::size_t u) {
+std::optional<AdminReply> Master::apply_backend_change(config::BackendOverlay next, std::size_t u) {
     if (transition_ || upgrade_ || stopping_) {
         return admin_error(409, "a reload, scaling, upgrade or stop is in progress; try again");
     }

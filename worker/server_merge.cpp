@@ -5,8 +5,8 @@ namespace proxyd::worker {
 namespace {
 
 bool same_endpoint(const config::UpstreamServer& a, const config::UpstreamServer& b) {
-    return a.id == b.id && a.address.text == b.address.text && a.tls == b.tls &&
-           a.sni == b.sni && a.verify == b.verify && a.ca_pem == b.ca_pem;
+    return a.id == b.id && a.address.text == b.address.text && a.tls == b.tls && a.sni == b.sni &&
+           a.verify == b.verify && a.ca_pem == b.ca_pem;
 }
 
 }  // namespace

@@ -37,8 +37,7 @@ void on_timer(evutil_socket_t, short, void* arg) {
 
 }  // namespace
 
-UpstreamPool::UpstreamPool(event_base* base, const config::Config& config,
-                           tls::ClientTls* tls)
+UpstreamPool::UpstreamPool(event_base* base, const config::Config& config, tls::ClientTls* tls)
     : base_(base), config_(config), tls_(tls) {
     idle_.resize(config.upstreams.size());
     sessions_.resize(config.upstreams.size());
@@ -130,7 +129,8 @@ void UpstreamPool::release(UpstreamPtr connection) {
     const auto& upstream = config_.upstreams[connection->upstream_index];
     const auto& server = upstream.servers[connection->server_index];
     auto limit = static_cast<std::size_t>(upstream.keepalive);
-    if (server.retired || server.drain || list.size() >= limit || evbuffer_get_length(connection->stream.in()) != 0 ||
+    if (server.retired || server.drain || list.size() >= limit ||
+        evbuffer_get_length(connection->stream.in()) != 0 ||
         connection->stream.pending_output() != 0) {
         return;  // closed by the unique_ptr
     }

@@ -9,11 +9,8 @@
 //   absolute, so they are not affected).
 // - LINE:COLUMN in the loader's errors point into the generated text, not into the JSON; the
 //   messages name the key, and the text is small enough to return alongside them.
-// - Secrets never appear in to_json(), and the one that is not read from a file the JSON names
-//   cannot come back: a Redis rate limit with a password shows
-//   "redis_password": "(set, not shown)", which the loader refuses as an unknown key; the client
-//   must send "redis_password_file" (a path) instead. JWT keys, TLS keys and the admin token are
-//   named by their files, which are read again when the text is loaded.
+// - Secrets never appear in to_json(): JWT keys, TLS keys, the Redis password and the admin token
+//   are named by their files, which are read again when the text is loaded.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -37,8 +37,7 @@ class BackendOverlay {
 
     // The state file's content.
     nlohmann::json to_json() const;
-    static std::optional<BackendOverlay> from_json(const nlohmann::json& saved,
-                                                   std::string& error);
+    static std::optional<BackendOverlay> from_json(const nlohmann::json& saved, std::string& error);
 
     // Applies every change to `root`'s [upstreams]; a change whose upstream (or, for an update,
     // server) is no longer in the document is left out and described in `skipped`.

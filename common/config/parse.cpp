@@ -21,7 +21,7 @@ namespace {
 
 using detail::Reader;
 
-constexpr std::string_view kTopKeys[] = {"server",      "upstreams", "routes", "tls",  "auth",
+constexpr std::string_view kTopKeys[] = {"server",      "upstreams", "routes", "tls", "auth",
                                          "rate_limits", "metrics",   "admin",  "log"};
 constexpr std::string_view kTopLater[] = {"cache", "compression"};
 constexpr std::string_view kAdminKeys[] = {"listen", "token_file"};
@@ -60,8 +60,7 @@ void parse_log(Reader& r, const toml::node& node, LogSection& out) {
     r.read(*log, "access_log", out.access_log);
 }
 
-void parse_address(Reader& r, const toml::table& table, std::string_view where,
-                   SocketAddress& out);
+void parse_address(Reader& r, const toml::table& table, std::string_view where, SocketAddress& out);
 
 void parse_metrics(Reader& r, const toml::node& node, MetricsSection& out) {
     const toml::table* metrics = r.table(node, "metrics");
@@ -109,8 +108,8 @@ void parse_admin(Reader& r, const toml::node& node, AdminSection& out) {
     out.token_file = detail::resolve_config_path(r.file(), *path);
     std::string error;
     if (!detail::read_secret_file(out.token_file, out.token, error)) {
-        r.error(node_file, "cannot read \"token_file\" " + detail::quote(out.token_file) + ": " +
-                               error);
+        r.error(node_file,
+                "cannot read \"token_file\" " + detail::quote(out.token_file) + ": " + error);
     } else if (out.token.size() < 16) {
         // A short token can be guessed over the network: refuse it rather than be "secured".
         r.error(node_file, "the admin token in " + detail::quote(out.token_file) +

@@ -67,6 +67,7 @@ void parse_redis(Reader& r, const toml::table& t, RateLimit& out) {
         const auto path = r.nonempty_string(*n, "redis_password_file");
         if (!path) return;
         const std::string file = resolve_config_path(r.file(), *path);
+        out.redis_password_file = file;
         std::string error;
         if (!read_secret_file(file, out.redis_password, error)) {
             r.error(*n, "cannot read \"redis_password_file\" " + quote(file) + ": " + error);

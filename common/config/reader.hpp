@@ -6,8 +6,8 @@
 #include <toml++/toml.h>
 
 #include <climits>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>

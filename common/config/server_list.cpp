@@ -11,14 +11,20 @@ namespace {
 using nlohmann::json;
 
 json encode_server(const UpstreamServer& s) {
-    return {{"id", s.id},         {"address", s.address.text},
+    return {{"id", s.id},
+            {"address", s.address.text},
             {"hostname", s.hostname},
-            {"port", s.port},     {"weight", s.weight},
+            {"port", s.port},
+            {"weight", s.weight},
             {"max_connections", s.max_connections},
-            {"backup", s.backup}, {"drain", s.drain},
-            {"tls", s.tls},       {"sni", s.sni},
-            {"verify", s.verify}, {"ca_file", s.ca_file},
-            {"ca_pem", s.ca_pem}, {"state_index", s.state_index}};
+            {"backup", s.backup},
+            {"drain", s.drain},
+            {"tls", s.tls},
+            {"sni", s.sni},
+            {"verify", s.verify},
+            {"ca_file", s.ca_file},
+            {"ca_pem", s.ca_pem},
+            {"state_index", s.state_index}};
 }
 
 bool decode_server(const json& in, UpstreamServer& out, std::string& error) {

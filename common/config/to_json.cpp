@@ -193,9 +193,9 @@ json rate_limit_json(const RateLimit& r) {
         out["redis"] = r.redis.text;
         out["on_redis_error"] = r.redis_error_allow ? "allow" : "deny";
         out["redis_timeout"] = format_duration(r.redis_timeout);
-        // Only a marker: the file the password came from is not kept, so this key cannot be
-        // loaded back (PUT /api/v1/config must send "redis_password_file" instead).
-        if (!r.redis_password.empty()) out["redis_password"] = "(set, not shown)";
+        // The file, never the password: so the config can be PUT back as it was shown.
+        if (!r.redis_password_file.empty())
+            out["redis_password_file"] = file_path(r.redis_password_file);
     }
     return out;
 }

@@ -233,9 +233,10 @@ struct RateLimit {
     int requests_per_minute = 60;
     int burst = 1;  // bucket capacity: a quiet key may make this many requests at once
     Store store = Store::Local;
-    SocketAddress redis;            // store = "redis"
-    std::string redis_password;     // from redis_password_file; secret
-    bool redis_error_allow = true;  // on_redis_error: allow | deny (503)
+    SocketAddress redis;              // store = "redis"
+    std::string redis_password;       // from redis_password_file; secret
+    std::string redis_password_file;  // as resolved; shown by GET /api/v1/config instead
+    bool redis_error_allow = true;    // on_redis_error: allow | deny (503)
     Millis redis_timeout{250};
     SourceLoc loc;
 };
