@@ -434,6 +434,7 @@ void Master::on_worker_exit(pid_t pid, int status) {
     auto lived = std::chrono::steady_clock::now() - found->started;
     // A dead worker's gauges would otherwise stay counted forever.
     stats_->slots[found->stats_slot].connections_active.store(0, std::memory_order_relaxed);
+    stats_->slots[found->stats_slot].tunnels_active.store(0, std::memory_order_relaxed);
     take_back_active_requests(found->stats_slot);
     stats_slot_used_[found->stats_slot] = false;
     std::erase_if(workers_, [&](const WorkerProcess& w) { return w.pid == pid; });
@@ -567,6 +568,26 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
                            std::to_string(::getpid()) + ", generation " +
                            std::to_string(generation_) + ", " + std::to_string(workers_.size()) +
                            " worker(s), " + std::to_string(connections) + " open connection(s)";
+        // Per generation: draining ones hold tunnels (WebSockets) until they end or time out.
+        struct Generation {
+            std::string state;
+            std::int64_t workers = 0, connections = 0, tunnels = 0;
+        };
+        std::map<int, Generation> generations;
+        for (const auto& w : reply["workers"]) {
+            auto& g = generations[w["generation"].get<int>()];
+            g.state = w["state"].get<std::string>();
+            g.workers += 1;
+            g.connections += w["connections"].get<std::int64_t>();
+            g.tunnels += w["tunnels"].get<std::int64_t>();
+        }
+        std::string& message = reply["message"].get_ref<std::string&>();
+        for (const auto& [generation, g] : generations) {
+            message += "\ngeneration " + std::to_string(generation) + " (" + g.state +
+                       "): " + std::to_string(g.workers) + " worker(s), " +
+                       std::to_string(g.connections) + " connection(s), " +
+                       std::to_string(g.tunnels) + " tunnel(s)";
+        }
         // One line more per certificate: expiry is what an operator checks first.
         for (const auto& certificate : reply["tls"]["certificates"]) {
             std::string line = "\ncertificate " + certificate["cert"].get<std::string>() + " (" +
@@ -675,14 +696,16 @@ nlohmann::json Master::status_json() const {
         return std::tie(a->generation, a->slot) < std::tie(b->generation, b->slot);
     });
     for (const auto* w : sorted) {
-        auto connections =
-            stats_->slots[w->stats_slot].connections_active.load(std::memory_order_relaxed);
+        const auto& slot = stats_->slots[w->stats_slot];
+        auto connections = slot.connections_active.load(std::memory_order_relaxed);
+        auto tunnels = slot.tunnels_active.load(std::memory_order_relaxed);
         workers.push_back({{"slot", w->slot},
                            {"pid", w->pid},
                            {"generation", w->generation},
                            {"state", w->draining ? "draining" : (w->ready ? "active" : "starting")},
                            {"started_at", w->started_at},
-                           {"connections", std::max<std::int64_t>(connections, 0)}});
+                           {"connections", std::max<std::int64_t>(connections, 0)},
+                           {"tunnels", std::max<std::int64_t>(tunnels, 0)}});
     }
     return {{"master_pid", ::getpid()},
             {"version", PROXYD_VERSION},

@@ -139,6 +139,7 @@ void Exchange::reset() {
     version_minor = 1;
     is_head = false;
     keep_alive = true;
+    websocket = upstream_eof = false;
     request_body = http::BodyKind::None;
     request_remaining = request_body_bytes = 0;
     request_chunks.reset();
@@ -199,6 +200,11 @@ void ClientConnection::begin_drain(bool close_idle) {
 
 void ClientConnection::close() {
     if (phase_ == Phase::Closed) return;
+    if (phase_ == Phase::Tunneling) {
+        // However it ends (either side, idle, the drain deadline), a tunnel is logged once.
+        worker_.stats().tunnels_active.fetch_sub(1, std::memory_order_relaxed);
+        record_exchange();
+    }
     phase_ = Phase::Closed;
     queue_timer_.reset();
     proxy_retry_timer_.reset();
@@ -227,6 +233,7 @@ void ClientConnection::on_timer_event(evutil_socket_t, short, void* arg) {
 
 void ClientConnection::on_readable() {
     if (tls_after_proxy_header_) return read_proxy_header_before_tls();
+    if (phase_ == Phase::Tunneling) return on_tunnel_client_readable();
     if (phase_ == Phase::Lingering) {
         auto result = stream_.read(kHeadReadSize);
         std::size_t buffered = evbuffer_get_length(stream_.in());
@@ -284,6 +291,7 @@ void ClientConnection::process_input() {
 }
 
 void ClientConnection::on_writable() {
+    if (phase_ == Phase::Tunneling) return pump_tunnel();
     if (!stream_.flush()) {
         if (exchange_) {
             fail(Failure::ClientGone);
@@ -317,6 +325,7 @@ void ClientConnection::on_timer() {
                 fail(Failure::ClientGone, "client stopped reading");
             }
             return;
+        case Phase::Tunneling:
         case Phase::Lingering:
         case Phase::Closed:
             close();
@@ -527,6 +536,10 @@ void ClientConnection::prepare_upstream_head(const http::Request& request) {
         info.removed_headers = &worker_.access().claim_headers();
     }
     info.extra_lines = ex.claim_headers;
+    if (wants_websocket(request)) {
+        ex.websocket = true;
+        info.upgrade = "websocket";
+    }
     info.default_host = worker_.config().upstreams[ex.upstream_index].servers.front().address.text;
     if (request.body == http::BodyKind::ContentLength) {
         info.framing = Framing::ContentLength;
@@ -726,6 +739,7 @@ bool ClientConnection::forward_chunked_request_body(evbuffer* in, evbuffer* out)
 // ---- upstream events --------------------------------------------------------------------------
 
 void ClientConnection::on_upstream_writable() {
+    if (phase_ == Phase::Tunneling) return pump_tunnel();
     auto& ex = *exchange_;
     auto& upstream = *ex.upstream;
     if (!upstream.connected) {
@@ -750,7 +764,9 @@ void ClientConnection::on_upstream_writable() {
 
 void ClientConnection::on_upstream_timeout() {
     auto& ex = *exchange_;
-    if (!ex.upstream->connected) {
+    if (phase_ == Phase::Tunneling) {
+        close();  // tunnel_idle passed without a byte either way
+    } else if (!ex.upstream->connected) {
         retry_or_fail(Failure::UpstreamFailed, "connect timed out");
     } else if (!ex.response_head_done) {
         fail(Failure::UpstreamTimeout);
@@ -760,6 +776,7 @@ void ClientConnection::on_upstream_timeout() {
 }
 
 void ClientConnection::on_upstream_readable() {
+    if (phase_ == Phase::Tunneling) return on_tunnel_upstream_readable();
     auto& ex = *exchange_;
     auto& upstream = *ex.upstream;
     auto result = upstream.stream.read(kBodyReadSize);
@@ -842,6 +859,10 @@ void ClientConnection::read_response_head() {
         }
         if (response.status >= 200) break;
         if (response.status == 101) {
+            if (ex.websocket && http::list_contains_token(
+                                    http::find_header(response, "upgrade"), "websocket")) {
+                break;
+            }
             fail(Failure::UpstreamFailed, "unexpected 101 Switching Protocols");
             return;
         }
@@ -873,8 +894,10 @@ void ClientConnection::send_response_head(const http::Response& response) {
     }
     bool keep_alive =
         ex.keep_alive && !worker_.draining() && !client_eof_ && !close_after_response_;
-    ex.client_framing = choose_client_framing(response, ex.version_minor, keep_alive);
-    ex.keep_alive = keep_alive;
+    const bool switching = response.status == 101;
+    ex.client_framing =
+        switching ? Framing::None : choose_client_framing(response, ex.version_minor, keep_alive);
+    ex.keep_alive = keep_alive && !switching;
 
     ClientResponseInfo info;
     info.client_version_minor = ex.version_minor;
@@ -893,6 +916,7 @@ void ClientConnection::send_response_head(const http::Response& response) {
     }
     info.extra_lines = ex.access_headers;
     info.replace_cors = ex.replace_cors;
+    if (switching) info.upgrade = "websocket";
     std::string& head = worker_.scratch();
     head.clear();
     build_client_response_head(response, info, head);
@@ -900,6 +924,7 @@ void ClientConnection::send_response_head(const http::Response& response) {
     ex.bytes_out += head.size();
     ex.response_started = true;
     evbuffer_drain(upstream.in(), response.head_length);  // `response` is invalid from here on
+    if (switching) return start_tunnel();
     upstream.arm_timer(worker_.config().server.timeouts.upstream_idle);
     forward_response_body();
 }

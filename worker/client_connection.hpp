@@ -5,6 +5,7 @@
 //   read_request_head -> begin_request (route, limits, balance) -> connect_upstream ->
 //   send_request_head -> forward_request_body -> read_response_head -> send_response_head ->
 //   forward_response_body -> finish_exchange (log, pool, keep-alive or close)
+// A WebSocket handshake answered with 101 turns into a tunnel instead (client_tunnel.cpp).
 // Any phase may end the request through fail(), the one place that maps a failure to a status.
 #pragma once
 
@@ -92,6 +93,8 @@ struct Exchange {
     int version_minor = 1;
     bool is_head = false;
     bool keep_alive = true;
+    bool websocket = false;     // an opening handshake: a 101 starts a tunnel
+    bool upstream_eof = false;  // tunnel: the upstream has closed its side
 
     http::BodyKind request_body = http::BodyKind::None;
     std::uint64_t request_remaining = 0;  // Content-Length bytes still to forward
@@ -137,7 +140,7 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     ClientConnection* next = nullptr;
 
   private:
-    enum class Phase { WaitingHead, Exchanging, Lingering, Closed };
+    enum class Phase { WaitingHead, Exchanging, Tunneling, Lingering, Closed };
 
     static void on_read_event(evutil_socket_t, short, void* arg);
     static void on_write_event(evutil_socket_t, short, void* arg);
@@ -178,6 +181,12 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     bool forward_chunked_response_body(evbuffer* in);
     void move_response_data(evbuffer* in, std::size_t n);
     void finish_exchange();
+
+    // client_tunnel.cpp: after a 101, bytes both ways until a side closes or idles out.
+    void start_tunnel();
+    void pump_tunnel();
+    void on_tunnel_client_readable();
+    void on_tunnel_upstream_readable();
 
     void fail(Failure failure, std::string_view detail = {}, int parser_status = 0);
     void retry_or_fail(Failure failure, std::string_view detail);

@@ -164,7 +164,29 @@ void build_upstream_request_head(const http::Request& request, const UpstreamReq
     if (!info.traceparent.empty()) append_header(out, "traceparent", info.traceparent);
     out += info.extra_lines;
     append_framing(out, info.framing, info.content_length);
+    if (!info.upgrade.empty()) {
+        out += "Connection: Upgrade\r\n";
+        append_header(out, "Upgrade", info.upgrade);
+    }
     out += "\r\n";
+}
+
+bool wants_websocket(const http::Request& request) {
+    if (request.method != "GET" || request.version_minor != 1 || !request.has_upgrade) {
+        return false;
+    }
+    bool websocket = false;
+    bool connection_upgrade = false;
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        const auto& h = request.headers[i];
+        if (iequals(h.name, "upgrade") && http::list_contains_token(h.value, "websocket")) {
+            websocket = true;
+        } else if (iequals(h.name, "connection") &&
+                   http::list_contains_token(h.value, "upgrade")) {
+            connection_upgrade = true;
+        }
+    }
+    return websocket && connection_upgrade;
 }
 
 Framing choose_client_framing(const http::Response& response, int client_version_minor,
@@ -206,7 +228,12 @@ void build_client_response_head(const http::Response& response, const ClientResp
     out += info.extra_lines;
     if (!info.set_cookie.empty()) append_header(out, "Set-Cookie", info.set_cookie);
     append_framing(out, info.framing, info.content_length);
-    append_connection(info, out);
+    if (!info.upgrade.empty()) {
+        out += "Connection: Upgrade\r\n";
+        append_header(out, "Upgrade", info.upgrade);
+    } else {
+        append_connection(info, out);
+    }
     out += "\r\n";
 }
 

@@ -40,7 +40,14 @@ struct UpstreamRequestInfo {
     // copies never reach the upstream.
     const std::vector<std::string>* removed_headers = nullptr;
     std::string_view extra_lines;  // complete "Name: value\r\n" lines added by the proxy
+    // "websocket" for an upgrade request: Upgrade and Connection: Upgrade are sent on, the one
+    // exception to dropping hop-by-hop headers.
+    std::string_view upgrade;
 };
+
+// A WebSocket opening handshake (RFC 6455 4.1): GET, HTTP/1.1, Upgrade naming websocket and
+// Connection naming upgrade. Other upgrades are not supported: their headers are dropped.
+bool wants_websocket(const http::Request& request);
 
 // Appends one "Name: value\r\n" line.
 void append_header(std::string& out, std::string_view name, std::string_view value);
@@ -62,6 +69,7 @@ struct ClientResponseInfo {
     // WWW-Authenticate).
     std::string_view extra_lines;
     bool replace_cors = false;  // the proxy answers CORS: the upstream's Access-Control-* go
+    std::string_view upgrade;   // a 101: the protocol switched to (Connection: Upgrade sent)
 };
 
 // Whether `name` is one of `extra` (case-insensitive); false for null.

@@ -199,6 +199,7 @@ class ChunkedDecoder {
 bool iequals(std::string_view a, std::string_view b);
 // The value of the first header named `name` (case-insensitive), or "" if there is none.
 std::string_view find_header(const Request& request, std::string_view name);
+std::string_view find_header(const Response& response, std::string_view name);
 // True if the comma-separated token list `list` contains `token` (case-insensitive).
 bool list_contains_token(std::string_view list, std::string_view token);
 

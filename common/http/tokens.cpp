@@ -28,6 +28,13 @@ std::string_view find_header(const Request& request, std::string_view name) {
     return {};
 }
 
+std::string_view find_header(const Response& response, std::string_view name) {
+    for (std::size_t i = 0; i < response.header_count; ++i) {
+        if (iequals(response.headers[i].name, name)) return response.headers[i].value;
+    }
+    return {};
+}
+
 bool list_contains_token(std::string_view list, std::string_view token) {
     bool found = false;
     detail::for_each_list_element(list, [&](std::string_view element) {

@@ -24,6 +24,8 @@ struct alignas(64) WorkerSlotStats {
     std::atomic<std::uint64_t> auth_failures{0};
     std::atomic<std::uint64_t> rate_limited{0};
     std::atomic<std::uint64_t> rate_limit_errors{0};  // Redis store failures
+    // Added in 0.3, also in the padding: WebSocket tunnels open (a gauge, zeroed at reaping).
+    std::atomic<std::int64_t> tunnels_active{0};
 };
 static_assert(sizeof(WorkerSlotStats) == 64);
 

@@ -208,3 +208,62 @@ TEST_CASE("client head: access lines added, upstream CORS headers replaced") {
     CHECK_FALSE(has_name(bodiless, "Content-Length"));
     CHECK(has_line(bodiless, "RateLimit-Limit: 5"));
 }
+
+TEST_CASE("websocket handshake: recognised only as RFC 6455 describes it") {
+    const std::string handshake =
+        "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    CHECK(worker::wants_websocket(parse(handshake)));
+    CHECK(worker::wants_websocket(parse(
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: upgrade\r\n\r\n")));
+    // Not one: another protocol, no Connection: Upgrade, not GET, HTTP/1.0.
+    CHECK_FALSE(worker::wants_websocket(
+        parse("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")));
+    CHECK_FALSE(
+        worker::wants_websocket(parse("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n")));
+    CHECK_FALSE(worker::wants_websocket(parse(
+        "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Content-Length: 0\r\n\r\n")));
+    CHECK_FALSE(worker::wants_websocket(
+        parse("GET / HTTP/1.0\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")));
+}
+
+TEST_CASE("websocket handshake: Upgrade and Connection kept both ways, other hop-by-hop dropped") {
+    const std::string text =
+        "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\n"
+        "X-Hop: 1\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n";
+    auto request = parse(text);
+    worker::UpstreamRequestInfo info;
+    info.path = "/chat";
+    info.client_ip = info.real_ip = "127.0.0.1";
+    info.request_id = "id";
+    info.upgrade = "websocket";
+    std::string head;
+    worker::build_upstream_request_head(request, info, head);
+    CHECK(has_line(head, "Upgrade: websocket"));
+    CHECK(has_line(head, "Connection: Upgrade"));
+    CHECK(has_line(head, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="));
+    CHECK_FALSE(has_name(head, "X-Hop"));
+    CHECK(head.find("Upgrade:") == head.rfind("Upgrade:"));  // once
+
+    const std::string switching =  // kept: the parsed response points into it
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    auto response = parse_response(switching);
+    CHECK(response.status == 101);
+    worker::ClientResponseInfo client;
+    client.framing = Framing::None;
+    client.request_id = "id";
+    client.upgrade = "websocket";
+    std::string out;
+    worker::build_client_response_head(response, client, out);
+    CHECK(out.rfind("HTTP/1.1 101 Switching Protocols\r\n", 0) == 0);
+    CHECK(has_line(out, "Upgrade: websocket"));
+    CHECK(has_line(out, "Connection: Upgrade"));
+    CHECK(has_line(out, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    CHECK(has_line(out, "X-Request-Id: id"));
+    CHECK_FALSE(has_name(out, "Content-Length"));
+    CHECK_FALSE(has_name(out, "Transfer-Encoding"));
+    CHECK(out.find("Connection:") == out.rfind("Connection:"));
+}

@@ -1,0 +1,77 @@
+// The tunnel phase: a WebSocket handshake the upstream answered with 101 leaves HTTP behind, and
+// the connection pair carries bytes both ways, unparsed and unbuffered beyond the watermarks,
+// until either side closes or `timeouts.tunnel_idle` passes without a byte. The server stays
+// counted as active (least_conn sees tunnels) until the tunnel ends; the request is logged then,
+// with status 101 and the bytes of the whole tunnel. A draining worker leaves tunnels alone: they
+// end by themselves or at the drain deadline (shutdown_timeout).
+#include "worker/client_connection.hpp"
+#include "worker/worker.hpp"
+
+namespace proxyd::worker {
+
+namespace {
+
+// Bytes read per event in a tunnel, and the output above which the sending side is not read.
+constexpr std::size_t kTunnelReadSize = 64 * 1024;
+constexpr std::size_t kTunnelHighWatermark = 256 * 1024;
+
+}  // namespace
+
+void ClientConnection::start_tunnel() {
+    phase_ = Phase::Tunneling;
+    worker_.stats().tunnels_active.fetch_add(1, std::memory_order_relaxed);
+    stream_.cancel_timer();  // the tunnel's idle timer runs on the upstream side
+    pump_tunnel();
+}
+
+// Moves what either side sent to the other, then reads only from sides whose peer can take more.
+void ClientConnection::pump_tunnel() {
+    auto& ex = *exchange_;
+    auto& upstream = ex.upstream->stream;
+    const std::size_t up = evbuffer_get_length(stream_.in());
+    const std::size_t down = evbuffer_get_length(upstream.in());
+    if (up > 0) evbuffer_add_buffer(upstream.out(), stream_.in());
+    if (down > 0) evbuffer_add_buffer(stream_.out(), upstream.in());
+    ex.bytes_in += up;
+    ex.bytes_out += down;
+    if (!upstream.flush() || !stream_.flush()) return close();
+    // A side that closed ends the tunnel once what it sent has reached the other side.
+    if ((client_eof_ && upstream.pending_output() == 0) ||
+        (ex.upstream_eof && stream_.pending_output() == 0)) {
+        return close();
+    }
+    stream_.enable_read(!client_eof_ && upstream.pending_output() < kTunnelHighWatermark);
+    upstream.enable_read(!ex.upstream_eof && stream_.pending_output() < kTunnelHighWatermark);
+    upstream.arm_timer(worker_.config().server.timeouts.tunnel_idle);
+}
+
+void ClientConnection::on_tunnel_client_readable() {
+    switch (stream_.read(kTunnelReadSize)) {
+        case Stream::ReadResult::Data:
+        case Stream::ReadResult::WouldBlock:
+            break;
+        case Stream::ReadResult::Eof:
+            client_eof_ = true;
+            break;
+        case Stream::ReadResult::Error:
+            return close();
+    }
+    pump_tunnel();
+}
+
+void ClientConnection::on_tunnel_upstream_readable() {
+    auto& ex = *exchange_;
+    switch (ex.upstream->stream.read(kTunnelReadSize)) {
+        case Stream::ReadResult::Data:
+        case Stream::ReadResult::WouldBlock:
+            break;
+        case Stream::ReadResult::Eof:
+            ex.upstream_eof = true;
+            break;
+        case Stream::ReadResult::Error:
+            return close();
+    }
+    pump_tunnel();
+}
+
+}  // namespace proxyd::worker
