@@ -13,8 +13,8 @@
 #include "common/net/listener.hpp"
 #include "worker/real_ip.hpp"
 #include "worker/request_id.hpp"
-#include "worker/trace_context.hpp"
 #include "worker/router.hpp"
+#include "worker/trace_context.hpp"
 #include "worker/worker.hpp"
 
 namespace proxyd::worker {
@@ -859,8 +859,8 @@ void ClientConnection::read_response_head() {
         }
         if (response.status >= 200) break;
         if (response.status == 101) {
-            if (ex.websocket && http::list_contains_token(
-                                    http::find_header(response, "upgrade"), "websocket")) {
+            if (ex.websocket &&
+                http::list_contains_token(http::find_header(response, "upgrade"), "websocket")) {
                 break;
             }
             fail(Failure::UpstreamFailed, "unexpected 101 Switching Protocols");
@@ -1168,7 +1168,8 @@ bool ClientConnection::flush_client() {
 void ClientConnection::record_exchange() {
     auto& ex = *exchange_;
     const auto& routes = worker_.config().routes;
-    const std::size_t route_index = ex.route ? static_cast<std::size_t>(ex.route - routes.data()) : 0;
+    const std::size_t route_index =
+        ex.route ? static_cast<std::size_t>(ex.route - routes.data()) : 0;
     worker_.metrics().request(ex.route, route_index, ex.status,
                               std::chrono::duration_cast<std::chrono::microseconds>(
                                   std::chrono::steady_clock::now() - ex.started));
