@@ -71,7 +71,10 @@ class Converter {
 };
 
 bool Converter::table(const json& object, const std::string& path, int depth, toml::table& out) {
-    for (const auto& [key, v] : object.items()) {
+    for (const auto& item : object.items()) {
+        // Named, not a structured binding: clang 14 cannot capture one in the lambda below.
+        const std::string& key = item.key();
+        const json& v = item.value();
         const std::string child = key_path(path, key);
         if (written_bare_by_mistake(key)) {
             return fail(child, "a key with a tab, line break or \"'\" cannot be written as TOML");
