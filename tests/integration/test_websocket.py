@@ -374,6 +374,52 @@ def test_websocket_tunnel_survives_reload_until_shutdown_timeout(t):
     _run(main())
 
 
+@harness.timeout(60)
+def test_websocket_tunnel_survives_binary_upgrade_until_shutdown_timeout(t):
+    """`proxyctl upgrade` (the same binary re-executed): the new master serves new tunnels at once,
+    the one opened before keeps echoing on the old master's draining worker, and is closed at
+    about shutdown_timeout, when the old master exits."""
+    peer = Peer(t, "ws-upgrade")
+    px = t.proxy_to(peer.address, server={"workers": 1, "shutdown_timeout": "3s"})
+    old_master = px.status_json()["master_pid"]
+
+    async def main():
+        cl = Clients(px)
+        try:
+            old = await cl.connect("/old")
+            await _echo(old, "before upgrade")
+            r = await _in_thread(px.proxyctl, "upgrade", timeout=60)
+            t_upgrade = time.monotonic()
+            assert r.returncode == 0, "upgrade: %d %s%s" % (r.returncode, r.stdout, r.stderr)
+            st = await _in_thread(px.status_json)
+            px.seen_pids.add(st["master_pid"])  # cleanup stops the new master by pid too
+            px.seen_pids.update(w["pid"] for w in st["workers"])
+            assert st["master_pid"] != old_master, st
+            new = await cl.connect("/new")
+            await _echo(new, "new after upgrade")
+            await asyncio.sleep(max(0.0, t_upgrade + 1.0 - time.monotonic()))
+            for i in range(3):
+                await _echo(old, "old after upgrade %d" % i)
+            assert harness.pid_alive(old_master), "the old master left before its tunnel ended"
+            try:
+                await asyncio.wait_for(old.wait_closed(), 8)
+            except asyncio.TimeoutError:
+                raise AssertionError("the old tunnel is still open %.1fs after the upgrade "
+                                     "(shutdown_timeout 3s)" % (time.monotonic() - t_upgrade))
+            took = time.monotonic() - t_upgrade
+            print("report: tunnel on the old master's worker closed %.2fs after the upgrade "
+                  "(shutdown_timeout 3s)" % took)
+            assert 2.0 <= took <= 6.0, "closed %.2fs after the upgrade, expected ~3s" % took
+            await _wait(lambda: not harness.pid_alive(old_master), 5,
+                        "the old master did not exit after its last tunnel")
+            for i in range(2):
+                await _echo(new, "new still works %d" % i)
+        finally:
+            await cl.close_all()
+            await _in_thread(px.proxyctl, "stop", timeout=15)
+    _run(main())
+
+
 # ----------------------------------------------------------------------------------------------
 # 4. tunnel_idle
 
