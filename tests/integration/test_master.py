@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import re
 import time
 
 import harness
@@ -40,8 +41,11 @@ def test_status_human(t):
     r = px.proxyctl("status")
     assert r.returncode == 0, r
     lines = [l for l in r.stdout.splitlines() if l.strip()]
-    assert len(lines) == 1, "expected one line: %r" % r.stdout
+    # a summary line, then one line per worker generation
+    assert len(lines) == 2, "expected two lines: %r" % r.stdout
     assert str(px.pid) in lines[0], "master pid %d not in %r" % (px.pid, lines[0])
+    assert re.fullmatch(r"generation 1 \(active\): 1 worker\(s\), \d+ connection\(s\), "
+                        r"0 tunnel\(s\)", lines[1]), lines[1]
 
 
 def test_status_json(t):
