@@ -34,6 +34,10 @@
 // reset with NO_ERROR right after it, which tells the client to stop sending the body
 // (RFC 9113 8.1).
 //
+// The owner's loop: bytes read -> receive(); then flush() into the socket's output and write it.
+// When either returns false, write what flush() produced and close; when finished() says nothing
+// is left to do (after a GOAWAY, either side's), close once the output is written.
+//
 // The Handler may call any method of the session from its callbacks except receive(), flush()
 // and the destructor (nghttp2 is not re-entrant). Destroying the session produces no events, and
 // after receive() or flush() returned false no on_stream_closed comes for the streams still
@@ -69,7 +73,8 @@ class ServerSession {
         // Trailer fields after the body (rare in requests; gRPC clients do not send them).
         virtual void on_request_trailers(std::int32_t /*stream*/,
                                          std::vector<Header>&& /*trailers*/) {}
-        // The client finished the request: every request gets this once, unless it closes first.
+        // The client finished the request: every request gets this once, unless the stream
+        // closes first.
         virtual void on_request_end(std::int32_t stream) = 0;
         // The request broke a limit before it was complete (today: 431, its head is too large).
         // `partial` holds what arrived before the limit (pseudo-headers come first, so usually
@@ -94,10 +99,12 @@ class ServerSession {
 
     // Processes bytes read from the client. False: the connection is beyond saving (not HTTP/2,
     // a flood, the reset budget spent); stop reading, flush() once more (a GOAWAY may be queued),
-    // write what it produced and close.
+    // write what it produced and close. Protocol errors that nghttp2 answers with a GOAWAY of its
+    // own (exceeding the acknowledged stream limit, bad frames) show in the flush() that sends it.
     [[nodiscard]] bool receive(const std::uint8_t* data, std::size_t len);
     // Serialises pending frames into `out`, response bodies moved from their chains without a
-    // copy. Stops once `out` holds `watermark` bytes (want_write() stays true). False: the session
+    // copy. Takes no more body once `out` holds `watermark` bytes (it may pass it by one frame;
+    // want_write() stays true and the rest counts in pending_response_bytes). False: the session
     // ended with an error (after the GOAWAY that says so, now in `out`): write `out`, then close.
     [[nodiscard]] bool flush(evbuffer* out, std::size_t watermark = SIZE_MAX);
 
@@ -107,9 +114,9 @@ class ServerSession {
     // is written, close the connection.
     bool finished() const { return !want_read() && !want_write(); }
 
-    // The response head of `stream`: `status` and regular fields (names are lower-cased,
-    // connection-specific fields dropped). end_stream: no body follows. False when the stream is
-    // unknown or already answered.
+    // The response head of `stream`: `status` and regular fields (names go out lower-cased,
+    // connection-specific fields are dropped: see header_block.hpp). end_stream: no body follows.
+    // False when the stream is unknown or already answered.
     bool submit_response(std::int32_t stream, int status, const std::vector<Header>& headers,
                          bool end_stream);
     // Moves all of `data` to the end of the stream's response body (dropped when the stream is
