@@ -20,41 +20,21 @@
 #include "common/config/from_json.hpp"
 #include "common/config/load.hpp"
 #include "common/config/to_json.hpp"
+#include "tests/unit/test_files.hpp"
 
 using namespace proxyd::config;
 using nlohmann::json;
 
 namespace {
 
-std::string repo_file(const std::string& relative) {
-    return std::string(PROXYD_SOURCE_DIR) + "/" + relative;
-}
-
-std::string tls_data(const std::string& name) {
-    return repo_file("tests/data/tls/" + name);
-}
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream out;
-    out << in.rdbuf();
-    return out.str();
-}
+using proxyd::testing::repo_file;
+using proxyd::testing::slurp;
+using proxyd::testing::tls_data;
 
 // A temporary directory holding a config and the files it names, removed at the end.
-struct ConfigDir {
-    explicit ConfigDir(const std::string& parent = "/tmp") {
-        std::string pattern = parent + "/proxyd-config-json-XXXXXX";
-        REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-        path = pattern;
-    }
-    ~ConfigDir() { std::system(("rm -rf '" + path + "'").c_str()); }
-    std::string write(const std::string& name, const std::string& content) {
-        std::ofstream(path + "/" + name) << content;
-        return path + "/" + name;
-    }
-    std::string copy_tls(const std::string& name) { return write(name, slurp(tls_data(name))); }
-    std::string path;
+struct ConfigDir : proxyd::testing::TempDir {
+    explicit ConfigDir(const std::string& parent = "/tmp")
+        : proxyd::testing::TempDir("proxyd-config-json", parent) {}
 };
 
 std::string errors_of(const LoadResult& result) {

@@ -16,41 +16,19 @@
 #include "common/config/overlay.hpp"
 #include "common/config/server_list.hpp"
 #include "common/config/units.hpp"
+#include "tests/unit/test_files.hpp"
 
 using namespace proxyd::config;
 using nlohmann::json;
 
 namespace {
 
-std::string repo_file(const std::string& relative) {
-    return std::string(PROXYD_SOURCE_DIR) + "/" + relative;
-}
-
-std::string tls_data(const std::string& name) {
-    return repo_file("tests/data/tls/" + name);
-}
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream out;
-    out << in.rdbuf();
-    return out.str();
-}
+using proxyd::testing::slurp;
+using proxyd::testing::tls_data;
 
 // A temporary directory for config and state files, removed at the end.
-struct TempDir {
-    TempDir() {
-        std::string pattern = "/tmp/proxyd-overlay-XXXXXX";
-        REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-        path = pattern;
-    }
-    ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
-    std::string write(const std::string& name, const std::string& content) {
-        std::ofstream(path + "/" + name) << content;
-        return path + "/" + name;
-    }
-    std::string file(const std::string& name) const { return path + "/" + name; }
-    std::string path;
+struct TempDir : proxyd::testing::TempDir {
+    TempDir() : proxyd::testing::TempDir("proxyd-overlay") {}
 };
 
 // Upstream "api": server "a" (weight 4, an id) and one named by its address; upstream "web".

@@ -11,40 +11,22 @@
 
 #include "common/config/load.hpp"
 #include "common/config/units.hpp"
+#include "tests/unit/test_files.hpp"
 
 using namespace proxyd::config;
 using namespace std::chrono_literals;
 
 namespace {
 
-std::string repo_file(const std::string& relative) {
-    return std::string(PROXYD_SOURCE_DIR) + "/" + relative;
-}
-
+using proxyd::testing::slurp;
 std::string data(const std::string& name) {
-    return repo_file("tests/data/tls/" + name);
-}
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream out;
-    out << in.rdbuf();
-    return out.str();
+    return proxyd::testing::tls_data(name);
 }
 
 // A temporary directory holding the config and the files it names, removed at the end.
-struct ConfigDir {
-    ConfigDir() {
-        char pattern[] = "/tmp/proxyd-config-tls-XXXXXX";
-        path = ::mkdtemp(pattern);
-    }
-    ~ConfigDir() { std::system(("rm -rf '" + path + "'").c_str()); }
-    std::string write(const std::string& name, const std::string& content) {
-        std::ofstream(path + "/" + name) << content;
-        return path + "/" + name;
-    }
-    // A copy of tests/data/tls/NAME in the directory, so relative paths can be tested.
-    std::string copy(const std::string& name) { return write(name, slurp(data(name))); }
+struct ConfigDir : proxyd::testing::TempDir {
+    ConfigDir() : proxyd::testing::TempDir("proxyd-config-tls") {}
+    std::string copy(const std::string& name) { return copy_tls(name); }
     LoadResult load(std::string_view text) {
         if (!text.empty() && text.front() == '\n') text.remove_prefix(1);
         return load_string(text, path + "/test.toml");
@@ -64,7 +46,6 @@ struct ConfigDir {
         }
         return out;
     }
-    std::string path;
 };
 
 // Lines 1-4; what is appended starts on line 5.
