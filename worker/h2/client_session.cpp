@@ -21,25 +21,21 @@ struct ClientSession::Stream {
     int status = 0;               // its :status
     std::size_t block_bytes = 0;  // of that block, as RFC 9113 6.5.2 counts
     std::size_t unconsumed = 0;   // response body bytes handed to the owner, not yet consumed
-    EvbufferPtr body = make_evbuffer();  // request body waiting for the server's window
-    std::vector<Header> trailers_out;
+    OutgoingBody request_body;    // waiting for the server's window
     std::uint32_t close_code = NGHTTP2_NO_ERROR;  // reported instead of nghttp2's, if set
     bool override_close = false;
-    bool too_large = false;      // the header block being received broke the limit
-    bool head_done = false;      // the final response head was delivered
-    bool forwarding = true;      // response events go to the owner (not reset, not ended)
-    bool reset = false;          // we queued a RST_STREAM
-    bool request_ended = false;  // no more body will be appended
-    bool deferred = false;       // nghttp2 waits for resume_data before asking for body again
+    bool too_large = false;  // the header block being received broke the limit
+    bool head_done = false;  // the final response head was delivered
+    bool forwarding = true;  // response events go to the owner (not reset, not ended)
+    bool reset = false;      // we queued a RST_STREAM
 
     void clear() {
-        evbuffer_drain(body.get(), evbuffer_get_length(body.get()));
+        request_body.clear();
         fields.clear();
-        trailers_out.clear();
         status = 0;
         block_bytes = unconsumed = 0;
         close_code = NGHTTP2_NO_ERROR;
-        override_close = too_large = head_done = reset = request_ended = deferred = false;
+        override_close = too_large = head_done = reset = false;
         forwarding = true;
     }
 };
@@ -125,18 +121,21 @@ struct ClientSession::Callbacks {
     static ssize_t read_body(nghttp2_session*, std::int32_t stream_id, std::uint8_t*,
                              std::size_t length, std::uint32_t* flags, nghttp2_data_source*,
                              void* user_data) {
-        return self(user_data).read_body(stream_id, length, flags);
+        ClientSession& session = self(user_data);
+        return session.sender_.read(session.session_.get(), stream_id, session.body_of(stream_id),
+                                    length, flags, session.block_);
     }
 
     static ssize_t send(nghttp2_session*, const std::uint8_t* data, std::size_t len, int,
                         void* user_data) {
-        evbuffer_add(self(user_data).out_, data, len);
-        return static_cast<ssize_t>(len);
+        return self(user_data).sender_.add(data, len);
     }
 
     static int send_data(nghttp2_session*, nghttp2_frame* frame, const std::uint8_t* frame_header,
                          std::size_t length, nghttp2_data_source*, void* user_data) {
-        return self(user_data).write_data_frame(frame->hd.stream_id, frame_header, length);
+        ClientSession& session = self(user_data);
+        return session.sender_.write_data_frame(session.body_of(frame->hd.stream_id), frame_header,
+                                                length);
     }
 
     static int on_frame_send(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
@@ -218,6 +217,11 @@ ClientSession::Stream* ClientSession::find(std::int32_t id) const {
     return it != live_.end() && (*it)->id == id ? it->get() : nullptr;
 }
 
+OutgoingBody* ClientSession::body_of(std::int32_t id) const {
+    Stream* stream = find(id);
+    return stream == nullptr ? nullptr : &stream->request_body;
+}
+
 // A stream's state comes from the spares when there are some: at most as many as were ever open
 // at once.
 std::unique_ptr<ClientSession::Stream> ClientSession::take_spare() {
@@ -271,7 +275,7 @@ std::int32_t ClientSession::submit_request(std::string_view method, std::string_
         return id;
     }
     stream->id = id;
-    stream->request_ended = end_stream;
+    stream->request_body.ended = end_stream;
     live_.push_back(std::move(stream));  // the highest id so far: live_ stays in order
     return id;
 }
@@ -303,26 +307,17 @@ void ClientSession::build_request(std::string_view method, std::string_view sche
 
 void ClientSession::append_request_data(std::int32_t id, evbuffer* data) {
     Stream* stream = find(id);
-    if (stream == nullptr || stream->request_ended || stream->reset) {
+    if (stream == nullptr || stream->request_body.ended || stream->reset) {
         evbuffer_drain(data, evbuffer_get_length(data));
         return;
     }
-    evbuffer_add_buffer(stream->body.get(), data);
-    resume(*stream);
+    stream->request_body.append(session_.get(), id, data);
 }
 
 void ClientSession::end_request(std::int32_t id, const std::vector<Header>& trailers) {
     Stream* stream = find(id);
-    if (stream == nullptr || stream->request_ended || stream->reset) return;
-    stream->request_ended = true;
-    stream->trailers_out = trailers;
-    resume(*stream);
-}
-
-void ClientSession::resume(Stream& stream) {
-    if (!stream.deferred) return;
-    stream.deferred = false;
-    nghttp2_session_resume_data(session_.get(), stream.id);
+    if (stream == nullptr || stream->request_body.ended || stream->reset) return;
+    stream->request_body.end(session_.get(), id, trailers);
 }
 
 void ClientSession::consume(std::int32_t id, std::size_t n) {
@@ -336,7 +331,7 @@ void ClientSession::consume(std::int32_t id, std::size_t n) {
 
 std::size_t ClientSession::pending_request_bytes(std::int32_t id) const {
     Stream* stream = find(id);
-    return stream == nullptr ? 0 : evbuffer_get_length(stream->body.get());
+    return stream == nullptr ? 0 : stream->request_body.pending();
 }
 
 void ClientSession::reset_stream(std::int32_t id, std::uint32_t error_code) {
@@ -364,58 +359,13 @@ void ClientSession::shutdown_gracefully() {
 
 bool ClientSession::flush(evbuffer* out, std::size_t watermark) {
     if (fatal_) return false;
-    out_ = out;
-    watermark_ = watermark;
-    const int rv = nghttp2_session_send(session_.get());
-    out_ = nullptr;
-    if (rv != 0) {
+    if (sender_.send(session_.get(), out, watermark) != 0) {
         fatal_ = true;
         return false;
     }
-    notify_writable();
+    sender_.notify_ran_dry([this](std::int32_t id) { return body_of(id); },
+                           [this](std::int32_t id) { handler_.on_request_writable(id); });
     return !failed_;
-}
-
-// nghttp2 asks for up to `length` body bytes of a stream, within the server's windows. They are
-// not copied here: with NO_COPY write_data_frame moves them from the stream's chain to the output.
-ssize_t ClientSession::read_body(std::int32_t id, std::size_t length, std::uint32_t* flags) {
-    Stream* stream = find(id);
-    if (stream == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    // The output is full enough: leave the rest in the streams' chains, where it counts as
-    // pending_request_bytes (backpressure) and nghttp2 still chooses which stream goes next.
-    if (evbuffer_get_length(out_) >= watermark_) return NGHTTP2_ERR_PAUSE;
-    const std::size_t buffered = evbuffer_get_length(stream->body.get());
-    const std::size_t n = std::min(length, buffered);
-    if (n == 0 && !stream->request_ended) {
-        stream->deferred = true;
-        ran_dry_.push_back(id);
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (stream->request_ended && n == buffered) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (!stream->trailers_out.empty()) {
-            // The stream ends with the trailers' HEADERS frame, not with this DATA frame.
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            block_.build_trailers(stream->trailers_out);
-            if (nghttp2_submit_trailer(session_.get(), id, block_.data(), block_.size()) != 0) {
-                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-            }
-        }
-    }
-    return static_cast<ssize_t>(n);
-}
-
-int ClientSession::write_data_frame(std::int32_t id, const std::uint8_t* frame_header,
-                                    std::size_t len) {
-    Stream* stream = find(id);
-    if (stream == nullptr || evbuffer_get_length(stream->body.get()) < len) {
-        return NGHTTP2_ERR_CALLBACK_FAILURE;  // read_body just promised these bytes
-    }
-    // No padding: we set no padding callback, so the frame is its header and the payload.
-    evbuffer_add(out_, frame_header, 9);
-    evbuffer_remove_buffer(stream->body.get(), out_, len);
-    return 0;
 }
 
 int ClientSession::on_frame_sent(const nghttp2_frame& frame) {
@@ -548,19 +498,6 @@ void ClientSession::close_stream(std::int32_t id, std::uint32_t error_code) {
     stream->clear();
     spare_.push_back(std::move(stream));
     handler_.on_stream_closed(id, error_code);
-}
-
-// After the frames went out, so that what the owner does in the callback (append, end) finds the
-// session outside nghttp2_session_send. What it queues goes out with the next flush().
-void ClientSession::notify_writable() {
-    std::vector<std::int32_t> ids;
-    ids.swap(ran_dry_);
-    for (std::int32_t id : ids) {
-        Stream* stream = find(id);
-        if (stream != nullptr && stream->deferred) handler_.on_request_writable(id);
-    }
-    ids.clear();
-    if (ran_dry_.empty()) ran_dry_.swap(ids);  // keep the capacity
 }
 
 bool ClientSession::want_read() const {

@@ -48,7 +48,6 @@
 #pragma once
 
 #include <event2/buffer.h>
-#include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -58,6 +57,7 @@
 
 #include "worker/h2/header_block.hpp"
 #include "worker/h2/nghttp2_ptr.hpp"
+#include "worker/h2/outgoing_body.hpp"
 #include "worker/h2/types.hpp"
 
 namespace proxyd::worker::h2 {
@@ -159,14 +159,12 @@ class ClientSession {
 
     void submit_settings();
     Stream* find(std::int32_t id) const;
+    OutgoingBody* body_of(std::int32_t id) const;  // its outgoing body, null when unknown
     std::unique_ptr<Stream> take_spare();
     void build_request(std::string_view method, std::string_view scheme, std::string_view authority,
                        std::string_view path, const std::vector<Header>& headers);
     bool nghttp2_gave_up() const;
     // Request side, in the order nghttp2 calls it.
-    void resume(Stream& stream);
-    ssize_t read_body(std::int32_t id, std::size_t length, std::uint32_t* flags);
-    int write_data_frame(std::int32_t id, const std::uint8_t* frame_header, std::size_t len);
     int on_frame_sent(const nghttp2_frame& frame);
     void on_frame_not_sent(const nghttp2_frame& frame, int lib_error);
     // Response side.
@@ -177,7 +175,6 @@ class ClientSession {
     void on_body_chunk(std::int32_t id, const std::uint8_t* data, std::size_t len);
     void end_response(Stream& stream);
     void close_stream(std::int32_t id, std::uint32_t error_code);
-    void notify_writable();
 
     Handler& handler_;
     Limits limits_;
@@ -186,11 +183,9 @@ class ClientSession {
     // Open streams' state in id order (ids only grow), and closed ones' for reuse.
     std::vector<std::unique_ptr<Stream>> live_;
     std::vector<std::unique_ptr<Stream>> spare_;
-    std::vector<std::int32_t> ran_dry_;  // streams to tell on_request_writable after a flush
-    evbuffer* out_ = nullptr;            // during flush(): where frames go
-    std::size_t watermark_ = SIZE_MAX;
-    bool fatal_ = false;            // nghttp2 failed: the session must not be used any more
-    bool failed_ = false;           // a GOAWAY with an error code went out: the connection is over
+    BodySender sender_;    // the bodies' way out; on_request_writable for those that ran dry
+    bool fatal_ = false;   // nghttp2 failed: the session must not be used any more
+    bool failed_ = false;  // a GOAWAY with an error code went out: the connection is over
     bool goaway_received_ = false;  // the server's GOAWAY
     bool draining_ = false;         // shutdown_gracefully() was called
     SessionPtr session_;            // last: it goes first, while the state its callbacks see exists

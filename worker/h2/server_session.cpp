@@ -21,23 +21,19 @@ struct ServerSession::Stream {
     std::vector<Header> trailers_in;
     std::size_t block_bytes = 0;  // of the header block being received, as RFC 9113 6.5.2 counts
     std::size_t unconsumed = 0;   // request body bytes handed to the owner, not yet consumed
-    EvbufferPtr body = make_evbuffer();  // response body waiting for the client's window
-    std::vector<Header> trailers_out;
-    bool too_large = false;   // the header block being received broke the limit
-    bool announced = false;   // the owner knows the stream: it gets on_stream_closed
-    bool forwarding = false;  // request events go to the owner (not rejected, reset or ended)
-    bool reset = false;       // we queued a RST_STREAM
+    OutgoingBody response_body;   // waiting for the client's window
+    bool too_large = false;       // the header block being received broke the limit
+    bool announced = false;       // the owner knows the stream: it gets on_stream_closed
+    bool forwarding = false;      // request events go to the owner (not rejected, reset or ended)
+    bool reset = false;           // we queued a RST_STREAM
     bool responded = false;
-    bool response_ended = false;
-    bool deferred = false;  // nghttp2 waits for resume_data before asking for body again
 
     void clear() {
-        evbuffer_drain(body.get(), evbuffer_get_length(body.get()));
+        response_body.clear();
         head = RequestHead{};
         trailers_in.clear();
-        trailers_out.clear();
         block_bytes = unconsumed = 0;
-        too_large = announced = forwarding = reset = responded = response_ended = deferred = false;
+        too_large = announced = forwarding = reset = responded = false;
     }
 };
 
@@ -133,18 +129,21 @@ struct ServerSession::Callbacks {
     static ssize_t read_body(nghttp2_session*, std::int32_t stream_id, std::uint8_t*,
                              std::size_t length, std::uint32_t* flags, nghttp2_data_source*,
                              void* user_data) {
-        return self(user_data).read_body(stream_id, length, flags);
+        ServerSession& session = self(user_data);
+        return session.sender_.read(session.session_.get(), stream_id, session.body_of(stream_id),
+                                    length, flags, session.block_);
     }
 
     static ssize_t send(nghttp2_session*, const std::uint8_t* data, std::size_t len, int,
                         void* user_data) {
-        evbuffer_add(self(user_data).out_, data, len);
-        return static_cast<ssize_t>(len);
+        return self(user_data).sender_.add(data, len);
     }
 
     static int send_data(nghttp2_session*, nghttp2_frame* frame, const std::uint8_t* frame_header,
                          std::size_t length, nghttp2_data_source*, void* user_data) {
-        return self(user_data).write_data_frame(frame->hd.stream_id, frame_header, length);
+        ServerSession& session = self(user_data);
+        return session.sender_.write_data_frame(session.body_of(frame->hd.stream_id), frame_header,
+                                                length);
     }
 
     static int on_frame_send(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
@@ -222,6 +221,11 @@ void ServerSession::submit_settings() {
 
 ServerSession::Stream* ServerSession::find(std::int32_t id) const {
     return static_cast<Stream*>(nghttp2_session_get_stream_user_data(session_.get(), id));
+}
+
+OutgoingBody* ServerSession::body_of(std::int32_t id) const {
+    Stream* stream = find(id);
+    return stream == nullptr ? nullptr : &stream->response_body;
 }
 
 bool ServerSession::receive(const std::uint8_t* data, std::size_t len) {
@@ -380,32 +384,23 @@ bool ServerSession::submit_response(std::int32_t id, int status, const std::vect
         return false;
     }
     stream->responded = true;
-    if (end_stream) stream->response_ended = true;
+    if (end_stream) stream->response_body.ended = true;
     return true;
 }
 
 void ServerSession::append_response_data(std::int32_t id, evbuffer* data) {
     Stream* stream = find(id);
-    if (stream == nullptr || stream->response_ended || stream->reset) {
+    if (stream == nullptr || stream->response_body.ended || stream->reset) {
         evbuffer_drain(data, evbuffer_get_length(data));
         return;
     }
-    evbuffer_add_buffer(stream->body.get(), data);
-    resume(*stream);
+    stream->response_body.append(session_.get(), id, data);
 }
 
 void ServerSession::end_response(std::int32_t id, const std::vector<Header>& trailers) {
     Stream* stream = find(id);
-    if (stream == nullptr || stream->response_ended || stream->reset) return;
-    stream->response_ended = true;
-    stream->trailers_out = trailers;
-    resume(*stream);
-}
-
-void ServerSession::resume(Stream& stream) {
-    if (!stream.deferred) return;
-    stream.deferred = false;
-    nghttp2_session_resume_data(session_.get(), stream.id);
+    if (stream == nullptr || stream->response_body.ended || stream->reset) return;
+    stream->response_body.end(session_.get(), id, trailers);
 }
 
 void ServerSession::reset_stream(std::int32_t id, std::uint32_t error_code) {
@@ -427,7 +422,7 @@ void ServerSession::consume(std::int32_t id, std::size_t n) {
 
 std::size_t ServerSession::pending_response_bytes(std::int32_t id) const {
     Stream* stream = find(id);
-    return stream == nullptr ? 0 : evbuffer_get_length(stream->body.get());
+    return stream == nullptr ? 0 : stream->response_body.pending();
 }
 
 void ServerSession::shutdown_gracefully() {
@@ -440,58 +435,13 @@ void ServerSession::shutdown_gracefully() {
 
 bool ServerSession::flush(evbuffer* out, std::size_t watermark) {
     if (fatal_) return false;
-    out_ = out;
-    watermark_ = watermark;
-    const int rv = nghttp2_session_send(session_.get());
-    out_ = nullptr;
-    if (rv != 0) {
+    if (sender_.send(session_.get(), out, watermark) != 0) {
         fatal_ = true;
         return false;
     }
-    notify_writable();
+    sender_.notify_ran_dry([this](std::int32_t id) { return body_of(id); },
+                           [this](std::int32_t id) { handler_.on_response_writable(id); });
     return !failed_;
-}
-
-// nghttp2 asks for up to `length` body bytes of a stream. They are not copied here: with NO_COPY
-// write_data_frame moves them from the stream's chain to the output.
-ssize_t ServerSession::read_body(std::int32_t id, std::size_t length, std::uint32_t* flags) {
-    Stream* stream = find(id);
-    if (stream == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    // The output is full enough: leave the rest in the streams' chains, where it counts as
-    // pending_response_bytes (backpressure) and nghttp2 still chooses which stream goes next.
-    if (evbuffer_get_length(out_) >= watermark_) return NGHTTP2_ERR_PAUSE;
-    const std::size_t buffered = evbuffer_get_length(stream->body.get());
-    const std::size_t n = std::min(length, buffered);
-    if (n == 0 && !stream->response_ended) {
-        stream->deferred = true;
-        ran_dry_.push_back(id);
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (stream->response_ended && n == buffered) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (!stream->trailers_out.empty()) {
-            // The stream ends with the trailers' HEADERS frame, not with this DATA frame.
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            block_.build_trailers(stream->trailers_out);
-            if (nghttp2_submit_trailer(session_.get(), id, block_.data(), block_.size()) != 0) {
-                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-            }
-        }
-    }
-    return static_cast<ssize_t>(n);
-}
-
-int ServerSession::write_data_frame(std::int32_t id, const std::uint8_t* frame_header,
-                                    std::size_t len) {
-    Stream* stream = find(id);
-    if (stream == nullptr || evbuffer_get_length(stream->body.get()) < len) {
-        return NGHTTP2_ERR_CALLBACK_FAILURE;  // read_body just promised these bytes
-    }
-    // No padding: we set no padding callback, so the frame is its header and the payload.
-    evbuffer_add(out_, frame_header, 9);
-    evbuffer_remove_buffer(stream->body.get(), out_, len);
-    return 0;
 }
 
 int ServerSession::on_frame_sent(const nghttp2_frame& frame) {
@@ -542,19 +492,6 @@ void ServerSession::close_stream(std::int32_t id, std::uint32_t error_code) {
     spare_.push_back(std::move(owned));  // at most as many as were ever open at once
 
     if (announced) handler_.on_stream_closed(id, error_code);
-}
-
-// After the frames went out, so that what the owner does in the callback (append, end) finds the
-// session outside nghttp2_session_send. What it queues goes out with the next flush().
-void ServerSession::notify_writable() {
-    std::vector<std::int32_t> ids;
-    ids.swap(ran_dry_);
-    for (std::int32_t id : ids) {
-        Stream* stream = find(id);
-        if (stream != nullptr && stream->deferred) handler_.on_response_writable(id);
-    }
-    ids.clear();
-    if (ran_dry_.empty()) ran_dry_.swap(ids);  // keep the capacity
 }
 
 bool ServerSession::want_read() const {

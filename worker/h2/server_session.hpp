@@ -45,7 +45,6 @@
 #pragma once
 
 #include <event2/buffer.h>
-#include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -54,6 +53,7 @@
 
 #include "worker/h2/header_block.hpp"
 #include "worker/h2/nghttp2_ptr.hpp"
+#include "worker/h2/outgoing_body.hpp"
 #include "worker/h2/reset_budget.hpp"
 #include "worker/h2/types.hpp"
 
@@ -145,6 +145,7 @@ class ServerSession {
 
     void submit_settings();
     Stream* find(std::int32_t id) const;
+    OutgoingBody* body_of(std::int32_t id) const;  // its outgoing body, null when unknown
     // Request side, in the order nghttp2 calls it.
     int open_stream(std::int32_t id);
     int add_header(Stream& stream, const nghttp2_frame& frame, const std::uint8_t* name,
@@ -156,13 +157,9 @@ class ServerSession {
     void end_request(Stream& stream);
     void charge_reset();
     // Response side.
-    void resume(Stream& stream);
-    ssize_t read_body(std::int32_t id, std::size_t length, std::uint32_t* flags);
-    int write_data_frame(std::int32_t id, const std::uint8_t* frame_header, std::size_t len);
     int on_frame_sent(const nghttp2_frame& frame);
     void on_frame_not_sent(const nghttp2_frame& frame);
     void close_stream(std::int32_t id, std::uint32_t error_code);
-    void notify_writable();
 
     Handler& handler_;
     Limits limits_;
@@ -171,9 +168,7 @@ class ServerSession {
     // Open streams' state (nghttp2's stream user data points here) and closed ones' for reuse.
     std::vector<std::unique_ptr<Stream>> live_;
     std::vector<std::unique_ptr<Stream>> spare_;
-    std::vector<std::int32_t> ran_dry_;  // streams to tell on_response_writable after a flush
-    evbuffer* out_ = nullptr;            // during flush(): where frames go
-    std::size_t watermark_ = SIZE_MAX;
+    BodySender sender_;      // the bodies' way out; on_response_writable for those that ran dry
     bool fatal_ = false;     // nghttp2 failed: the session must not be used any more
     bool enraged_ = false;   // we ended the connection (reset budget spent): GOAWAY queued
     bool failed_ = false;    // a GOAWAY with an error code went out: the connection is over
