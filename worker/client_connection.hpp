@@ -1,39 +1,41 @@
-// A client connection and the request it is carrying.
+// An HTTP/1.1 client connection: the wire side of the requests it carries, one at a time.
 //
-// The life of a request, in the order the member functions run (client_connection.cpp reads top
-// to bottom the same way):
-//   read_request_head -> begin_request (route, limits, balance) -> connect_upstream ->
-//   send_request_head -> forward_request_body -> read_response_head -> send_response_head ->
-//   forward_response_body -> finish_exchange (log, pool, keep-alive or close)
-// A WebSocket handshake answered with 101 turns into a tunnel instead (client_tunnel.cpp).
-// Any phase may end the request through fail(), the one place that maps a failure to a status.
+// Its life, in the order the member functions run (client_connection.cpp reads the same way):
+//   [read_proxy_header] -> read_request_head (parse, pipelining, slow-client rule) -> begin_request
+//   -> the request's RequestFlow runs its phases, calling back through ClientSide for the body
+//      (Content-Length counted or chunked parsed off, "100 Continue") and for the response
+//      (head text, chunked framing, proxy-made errors)
+//   -> flow_finished: keep-alive (wait_for_next_request) or close (end_response_close, lingering)
+// A WebSocket handshake answered with 101 turns the connection into a tunnel instead: the flow
+// hands over its upstream connection (client_tunnel.cpp). The PROXY protocol header and the
+// slow-client head timer are in client_access.cpp.
+//
+// What is HTTP/1.1 stays here: head parsing, keep-alive and pipelining, lingering close, Expect,
+// the body framings toward and from the client, the tunnel, the connection's one timer (head,
+// body, "client stopped reading", keep-alive, linger). Everything a request does between its head
+// and its end (route, access, balance, upstream, retries, log) is the flow's
+// (worker/request_flow.hpp).
 #pragma once
 
 #include <netinet/in.h>
 
 #include <chrono>
 #include <cstdint>
-#include <memory>
-#include <string>
+#include <string_view>
 
 #include "common/http/parser.hpp"
-#include "common/shm/rate_limit_table.hpp"
-#include "worker/forward_headers.hpp"
-#include "worker/rate_limit/redis_limiter.hpp"
+#include "worker/client_side.hpp"
 #include "worker/exchange.hpp"
+#include "worker/forward_headers.hpp"
+#include "worker/request_flow.hpp"
 #include "worker/stream.hpp"
 #include "worker/upstream_pool.hpp"
-#include "worker/upstream_selector.hpp"
-
-namespace proxyd::config {
-struct Route;
-}
 
 namespace proxyd::worker {
 
 class Worker;
 
-class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
+class ClientConnection final : public ClientSide, public UpstreamUser {
   public:
     // `ssl` set: the connection came in on a TLS listener.
     ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer, tls::SslPtr ssl);
@@ -46,10 +48,34 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     void close();
     bool closed() const { return !stream_.is_open(); }
 
+    // ClientSide: what the request flow asks of the connection.
+    std::string_view peer_ip() const override { return peer_ip_; }
+    std::uint16_t peer_port() const override { return peer_port_; }
+    bool is_tls() const override { return tls_; }
+    WireBytes wire_bytes() const override { return wire_; }
+    void release_request_head() override;
+    bool accept_request_body() override;
+    RequestBodyInput request_body() override;
+    void consume_request_body(std::size_t n) override;
+    void pause_request_body(bool paused) override;
+    void abandon_request_body() override;
+    void send_response_head(const http::Response& response,
+                            const ClientResponseInfo& info) override;
+    void send_response_data(evbuffer* from, std::size_t n) override;
+    void end_response() override;
+    void send_error(int status, std::string_view detail, const ClientResponseInfo& info) override;
+    void send_bodiless(int status, const ClientResponseInfo& info) override;
+    bool flush_response() override;
+    std::size_t response_pending() const override { return stream_.pending_output(); }
+    void response_stalled(bool stalled) override;
+    void flow_finished() override;
+    void abort() override { close(); }
+    void start_tunnel(UpstreamPtr upstream) override;
+
+    // UpstreamUser, while tunneling (before that the flow is the upstream's user).
     void on_upstream_readable() override;
     void on_upstream_writable() override;
     void on_upstream_timeout() override;
-    void on_rate_decision(const shm::RateDecision& decision, bool redis_error) override;
 
     // The worker's intrusive list.
     ClientConnection* prev = nullptr;
@@ -57,6 +83,24 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
 
   private:
     enum class Phase { WaitingHead, Exchanging, Tunneling, Lingering, Closed };
+
+    // The HTTP/1.1 side of the request in flight; reset for each request.
+    struct Message {
+        void reset();
+
+        int version_minor = 1;
+        bool keep_alive = true;  // the client's wish (version, Connection)
+        bool expect_continue = false;
+        std::size_t head_length = 0;  // the head, while it is still in the input buffer
+        http::BodyKind body = http::BodyKind::None;
+        std::uint64_t body_remaining = 0;  // Content-Length bytes still to come
+        std::uint64_t body_bytes = 0;      // de-framed body bytes so far
+        http::ChunkedDecoder body_chunks;
+        bool body_done = true;             // the body was read in full, or abandoned
+        Framing framing = Framing::None;   // of the response toward the client
+        bool response_keep_alive = false;  // as the response head told the client
+        bool tunnel_upstream_eof = false;  // tunnel: the upstream has closed its side
+    };
 
     static void on_read_event(evutil_socket_t, short, void* arg);
     static void on_write_event(evutil_socket_t, short, void* arg);
@@ -68,53 +112,22 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     void on_head_timer();
     void process_input();
 
-    // The phases, in order.
+    // The connection's phases, in order.
     bool read_proxy_header();
     void read_proxy_header_before_tls();
     void read_request_head();
     void begin_request(const http::Request& request);
-    bool check_request_limits(const http::Request& request);
-    bool check_access(const http::Request& request);
-    bool answer_preflight(const http::Request& request);
-    bool authenticate(const http::Request& request);
-    void apply_rate_limit();
-    void apply_rate_decision(const shm::RateDecision& decision);
-    void continue_request();
-    std::string_view client_address(const http::Request& request);
-    void prepare_balancing(const http::Request& request);
-    void prepare_upstream_head(const http::Request& request);
-    void connect_upstream();
-    bool open_upstream(std::string& error);
-    void wait_for_capacity();
-    void report_attempt(bool success);
-    void release_server();
-    void send_request_head();
-    void forward_request_body();
-    bool forward_chunked_request_body(evbuffer* in, evbuffer* out);
-    void read_response_head();
-    void send_response_head(const http::Response& response);
-    void forward_response_body();
-    bool forward_chunked_response_body(evbuffer* in);
-    void move_response_data(evbuffer* in, std::size_t n);
-    void finish_exchange();
-
-    // client_tunnel.cpp: after a 101, bytes both ways until a side closes or idles out.
-    void start_tunnel();
-    void pump_tunnel();
-    void on_tunnel_client_readable();
-    void on_tunnel_upstream_readable();
-
-    void fail(Failure failure, std::string_view detail = {}, int parser_status = 0);
-    void retry_or_fail(Failure failure, std::string_view detail);
-    void send_error(int status, std::string_view detail, bool keep_alive);
-    void send_bodiless(int status);
-    void record_exchange();
-    void write_access_log();
-    void release_upstream();
+    void reject(Failure failure, std::string_view detail = {}, int parser_status = 0);
+    RequestBodyInput chunked_request_body();
+    bool keep_alive_after(bool flow_allows) const;
+    void drop_request_head();
     void end_response_close();
     void start_lingering_close();
-    [[nodiscard]] bool flush_client();
     void wait_for_next_request();
+
+    // client_tunnel.cpp: after a 101, bytes both ways until a side closes or idles out.
+    void pump_tunnel();
+    void on_tunnel_client_readable();
 
     Worker& worker_;
     Stream stream_;
@@ -124,16 +137,16 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     bool head_timer_armed_ = false;
     bool awaiting_proxy_header_ = false;  // server.proxy_protocol: the connection's first bytes
     std::chrono::steady_clock::time_point head_started_;
-    bool paused_for_upstream_ = false;  // client reads stopped: upstream output is full
-    bool paused_for_client_ = false;    // upstream reads stopped: client output is full
     bool client_eof_ = false;
     bool tls_ = false;
     // A TLS listener with server.proxy_protocol: TLS starts after the PROXY header.
     tls::SslPtr tls_after_proxy_header_;
     EventPtr proxy_retry_timer_;
     bool close_after_response_ = false;
-    std::unique_ptr<Exchange> exchange_;
-    EventPtr queue_timer_;  // created the first time every server is full
+    Message message_;
+    WireBytes wire_;
+    UpstreamPtr tunnel_upstream_;  // after a 101: the flow's upstream connection
+    RequestFlow flow_;             // the request in flight (last: it calls back into the above)
 };
 
 }  // namespace proxyd::worker

@@ -20,29 +20,23 @@ void Exchange::reset() {
     rate_key.clear();
     rate_ticket = 0;
     replace_cors = false;
-    expect_continue = false;
     method.clear();
     target.clear();
     request_id.clear();
     traceparent.clear();
     upstream_head.clear();
-    version_minor = 1;
     is_head = false;
-    keep_alive = true;
-    websocket = upstream_eof = false;
+    websocket = false;
     request_body = http::BodyKind::None;
-    request_remaining = request_body_bytes = 0;
-    request_chunks.reset();
+    request_body_bytes = 0;
     request_done = false;
     request_body_sent = false;
     response_head_done = response_started = false;
     status = 0;
     response_body = http::BodyKind::None;
-    client_framing = Framing::None;
     response_remaining = 0;
     response_chunks.reset();
     upstream_reusable = false;
-    bytes_in = bytes_out = 0;
 }
 
 }  // namespace proxyd::worker

@@ -8,7 +8,6 @@
 
 #include "common/config/types.hpp"
 #include "common/http/parser.hpp"
-#include "worker/forward_headers.hpp"
 #include "worker/upstream_pool.hpp"
 #include "worker/upstream_selector.hpp"
 
@@ -37,8 +36,10 @@ enum class Failure {
     ClientGone,        // the client closed or reset: close the upstream
 };
 
-// Per-request state. Recycled through the worker's free list, so its strings keep their capacity
-// and a steady stream of requests allocates nothing here.
+// Per-request state, owned by the request's RequestFlow. Recycled through the worker's free list,
+// so its strings keep their capacity and a steady stream of requests allocates nothing here.
+// What belongs to the client's protocol (HTTP/1.1 keep-alive, body framing, bytes on the wire)
+// is the client side's, not this.
 struct Exchange {
     void reset();
 
@@ -69,37 +70,29 @@ struct Exchange {
     std::string rate_key;
     std::uint64_t rate_ticket = 0;  // a Redis decision in flight
     bool replace_cors = false;
-    bool expect_continue = false;
 
     std::string method;
     std::string target;  // for the access log
     std::string request_id;
     std::string traceparent;
     std::string upstream_head;  // kept until the response starts, to resend on a fresh connection
-    int version_minor = 1;
     bool is_head = false;
-    bool keep_alive = true;
-    bool websocket = false;     // an opening handshake: a 101 starts a tunnel
-    bool upstream_eof = false;  // tunnel: the upstream has closed its side
+    bool websocket = false;  // an opening handshake: a 101 starts a tunnel
 
-    http::BodyKind request_body = http::BodyKind::None;
-    std::uint64_t request_remaining = 0;  // Content-Length bytes still to forward
+    // The request body as it goes upstream; the client side de-frames it (worker/client_side.hpp).
+    http::BodyKind request_body = http::BodyKind::None;  // chunked: re-chunked toward upstream
     std::uint64_t request_body_bytes = 0;
-    http::ChunkedDecoder request_chunks;
-    bool request_done = false;
+    bool request_done = false;       // the body is forwarded in full, or was abandoned
     bool request_body_sent = false;  // some body byte left the proxy: no resend
 
     bool response_head_done = false;
-    bool response_started = false;  // something was written to the client
+    bool response_started = false;  // something was handed to the client
     int status = 0;
     http::BodyKind response_body = http::BodyKind::None;
-    Framing client_framing = Framing::None;
     std::uint64_t response_remaining = 0;
     http::ChunkedDecoder response_chunks;
     bool upstream_reusable = false;
 
-    std::uint64_t bytes_in = 0;
-    std::uint64_t bytes_out = 0;
     std::chrono::steady_clock::time_point started;
 };
 
