@@ -20,7 +20,7 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 }  // namespace
 
-void ClientConnection::Message::reset() {
+void Http1Request::reset() {
     version_minor = 1;
     keep_alive = true;
     expect_continue = false;
@@ -31,14 +31,14 @@ void ClientConnection::Message::reset() {
     body_done = true;
     framing = Framing::None;
     response_keep_alive = false;
+    wire = {};
+    tunnel_upstream.reset();
     tunnel_upstream_eof = false;
 }
 
 ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer,
                                    tls::SslPtr ssl)
-    : worker_(worker),
-      awaiting_proxy_header_(worker.config().server.proxy_protocol),
-      flow_(worker, *this) {
+    : worker_(worker), awaiting_proxy_header_(worker.config().server.proxy_protocol) {
     stream_.open(worker.base(), std::move(fd), on_read_event, on_write_event, on_timer_event, this);
     if (ssl) {
         tls_ = true;
@@ -65,7 +65,9 @@ void ClientConnection::set_peer(const sockaddr_storage& peer) {
     }
 }
 
-ClientConnection::~ClientConnection() = default;
+ClientConnection::~ClientConnection() {
+    if (request_) worker_.recycle_http1_request(std::move(request_));
+}
 
 void ClientConnection::start() {
     stream_.enable_read(true);
@@ -84,12 +86,14 @@ void ClientConnection::close() {
     if (phase_ == Phase::Tunneling) {
         // However it ends (either side, idle, the drain deadline), a tunnel is logged once.
         worker_.stats().tunnels_active.fetch_sub(1, std::memory_order_relaxed);
-        flow_.end_tunnel();
+        request_->flow.end_tunnel();
     }
     phase_ = Phase::Closed;
     proxy_retry_timer_.reset();
-    flow_.abandon();
-    tunnel_upstream_.reset();
+    if (request_) {
+        request_->flow.abandon();
+        end_request();
+    }
     stream_.close();
     worker_.retire(this);
 }
@@ -121,7 +125,7 @@ void ClientConnection::on_readable() {
         }
         return;
     }
-    const bool body = flow_.active() && !message_.body_done;
+    const bool body = request_ && !request_->body_done;
     switch (stream_.read(body ? kBodyReadSize : kHeadReadSize)) {
         case Stream::ReadResult::Data:
         case Stream::ReadResult::WouldBlock:
@@ -129,15 +133,15 @@ void ClientConnection::on_readable() {
         case Stream::ReadResult::Eof:
             client_eof_ = true;  // no keep-alive after this request
             stream_.enable_read(false);
-            if (!flow_.active()) {
+            if (!request_) {
                 close();
-            } else if (!message_.body_done) {
-                flow_.fail(Failure::ClientGone);
+            } else if (!request_->body_done) {
+                request_->flow.fail(Failure::ClientGone);
             }
             return;
         case Stream::ReadResult::Error:
-            if (flow_.active()) {
-                flow_.fail(Failure::ClientGone);
+            if (request_) {
+                request_->flow.fail(Failure::ClientGone);
             } else {
                 close();
             }
@@ -152,10 +156,10 @@ void ClientConnection::process_input() {
         return;
     }
     if (phase_ != Phase::Exchanging) return;
-    if (!message_.body_done && flow_.take_request_body()) return;
+    if (!request_->body_done && request_->flow.take_request_body()) return;
     const std::size_t buffered = evbuffer_get_length(stream_.in());
     if (buffered > kHighWatermark ||
-        (message_.body_done && buffered > worker_.config().server.limits.max_header_size)) {
+        (request_->body_done && buffered > worker_.config().server.limits.max_header_size)) {
         // Body waiting for a connect, or pipelined requests piling up: read no further for now.
         stream_.enable_read(false);
     }
@@ -164,8 +168,8 @@ void ClientConnection::process_input() {
 void ClientConnection::on_writable() {
     if (phase_ == Phase::Tunneling) return pump_tunnel();
     if (!stream_.flush()) {
-        if (flow_.active()) {
-            flow_.fail(Failure::ClientGone);
+        if (request_) {
+            request_->flow.fail(Failure::ClientGone);
         } else {
             close();
         }
@@ -176,7 +180,7 @@ void ClientConnection::on_writable() {
         if (pending == 0) start_lingering_close();
         return;
     }
-    if (pending < kLowWatermark && flow_.active()) flow_.on_response_drained();
+    if (pending < kLowWatermark && request_) request_->flow.on_response_drained();
 }
 
 void ClientConnection::on_timer() {
@@ -185,10 +189,10 @@ void ClientConnection::on_timer() {
             on_head_timer();
             return;
         case Phase::Exchanging:
-            if (!message_.body_done) {
-                flow_.fail(Failure::BodyTimeout);
+            if (!request_->body_done) {
+                request_->flow.fail(Failure::BodyTimeout);
             } else {
-                flow_.fail(Failure::ClientGone, "client stopped reading");
+                request_->flow.fail(Failure::ClientGone, "client stopped reading");
             }
             return;
         case Phase::Tunneling:
@@ -241,29 +245,40 @@ void ClientConnection::read_request_head() {
     }
 }
 
-// A parsed head: the HTTP/1.1 side of the request is noted, and the flow takes it from here.
+// A parsed head: the HTTP/1.1 side of the request is noted, and its flow takes it from here.
 void ClientConnection::begin_request(const http::Request& request) {
     head_timer_armed_ = false;
     phase_ = Phase::Exchanging;
-    message_.reset();
-    message_.version_minor = request.version_minor;
-    message_.keep_alive = request.keep_alive;
-    message_.expect_continue = request.expect_continue;
-    message_.head_length = request.head_length;
-    message_.body = request.body;
-    message_.body_remaining = request.content_length;
-    message_.body_done = request.body == http::BodyKind::None;
-    wire_ = {request.head_length, 0};
-    flow_.start(request);
+    Http1Request& r = new_request();
+    r.version_minor = request.version_minor;
+    r.keep_alive = request.keep_alive;
+    r.expect_continue = request.expect_continue;
+    r.head_length = request.head_length;
+    r.body = request.body;
+    r.body_remaining = request.content_length;
+    r.body_done = request.body == http::BodyKind::None;
+    r.wire.in = request.head_length;
+    r.flow.start(request);
 }
 
 // No head to give a flow (it did not parse, or did not come in time): a bare one answers.
 void ClientConnection::reject(Failure failure, std::string_view detail, int parser_status) {
     phase_ = Phase::Exchanging;
-    message_.reset();
-    message_.body_done = false;  // whatever was sent is unread
-    wire_ = {evbuffer_get_length(stream_.in()), 0};
-    flow_.fail(failure, detail, parser_status);
+    Http1Request& r = new_request();
+    r.body_done = false;  // whatever was sent is unread
+    r.wire.in = evbuffer_get_length(stream_.in());
+    r.flow.fail(failure, detail, parser_status);
+}
+
+Http1Request& ClientConnection::new_request() {
+    request_ = worker_.acquire_http1_request();
+    request_->flow.attach(*this);
+    return *request_;
+}
+
+// The request has ended and its flow let go of everything: back to the worker's free list.
+void ClientConnection::end_request() {
+    worker_.recycle_http1_request(std::move(request_));
 }
 
 void ClientConnection::release_request_head() {
@@ -274,18 +289,18 @@ void ClientConnection::release_request_head() {
 // An answer that comes while the head is still in the input buffer (404, 401, a preflight)
 // consumes it first, so that what follows it is read as the next request.
 void ClientConnection::drop_request_head() {
-    evbuffer_drain(stream_.in(), message_.head_length);
-    message_.head_length = 0;
+    evbuffer_drain(stream_.in(), request_->head_length);
+    request_->head_length = 0;
 }
 
 // ---- the request body -------------------------------------------------------------------------
 
 bool ClientConnection::accept_request_body() {
-    if (message_.body_done) {
+    if (request_->body_done) {
         stream_.cancel_timer();
         return true;
     }
-    if (message_.expect_continue && message_.version_minor >= 1) {
+    if (request_->expect_continue && request_->version_minor >= 1) {
         evbuffer_add(stream_.out(), kContinue.data(), kContinue.size());
         if (!stream_.flush()) return false;
     }
@@ -294,15 +309,15 @@ bool ClientConnection::accept_request_body() {
 }
 
 RequestBodyInput ClientConnection::request_body() {
-    if (message_.body == http::BodyKind::Chunked) return chunked_request_body();
+    if (request_->body == http::BodyKind::Chunked) return chunked_request_body();
     RequestBodyInput input;
     input.buffer = stream_.in();
     input.ready = static_cast<std::size_t>(
-        std::min<std::uint64_t>(message_.body_remaining, evbuffer_get_length(stream_.in())));
-    if (input.ready == message_.body_remaining) {
+        std::min<std::uint64_t>(request_->body_remaining, evbuffer_get_length(stream_.in())));
+    if (input.ready == request_->body_remaining) {
         input.state = RequestBodyInput::State::Complete;
         if (input.ready == 0) {
-            message_.body_done = true;
+            request_->body_done = true;
             stream_.cancel_timer();
         }
     }
@@ -314,13 +329,13 @@ RequestBodyInput ClientConnection::request_body() {
 RequestBodyInput ClientConnection::chunked_request_body() {
     RequestBodyInput input;
     evbuffer* in = input.buffer = stream_.in();
-    auto& decoder = message_.body_chunks;
+    auto& decoder = request_->body_chunks;
     const auto max_body = worker_.config().server.limits.max_body_size;
     while (evbuffer_get_length(in) > 0) {
         if (decoder.in_data()) {
             input.ready = static_cast<std::size_t>(
                 std::min<std::uint64_t>(decoder.data_remaining(), evbuffer_get_length(in)));
-            if (message_.body_bytes + input.ready > max_body) {
+            if (request_->body_bytes + input.ready > max_body) {
                 input.ready = 0;
                 input.state = RequestBodyInput::State::TooLarge;
             }
@@ -332,14 +347,14 @@ RequestBodyInput ClientConnection::chunked_request_body() {
             return input;
         }
         evbuffer_drain(in, result.consumed);
-        wire_.in += result.consumed;
+        request_->wire.in += result.consumed;
         if (decoder.done()) {
-            message_.body_done = true;
+            request_->body_done = true;
             stream_.cancel_timer();
             input.state = RequestBodyInput::State::Complete;
             return input;
         }
-        if (decoder.in_data() && decoder.data_remaining() + message_.body_bytes > max_body) {
+        if (decoder.in_data() && decoder.data_remaining() + request_->body_bytes > max_body) {
             input.state = RequestBodyInput::State::TooLarge;
             return input;
         }
@@ -349,14 +364,14 @@ RequestBodyInput ClientConnection::chunked_request_body() {
 }
 
 void ClientConnection::consume_request_body(std::size_t n) {
-    wire_.in += n;
-    message_.body_bytes += n;
-    if (message_.body == http::BodyKind::Chunked) {
-        message_.body_chunks.consume_data(n);
+    request_->wire.in += n;
+    request_->body_bytes += n;
+    if (request_->body == http::BodyKind::Chunked) {
+        request_->body_chunks.consume_data(n);
     } else {
-        message_.body_remaining -= n;
-        if (message_.body_remaining == 0) {
-            message_.body_done = true;
+        request_->body_remaining -= n;
+        if (request_->body_remaining == 0) {
+            request_->body_done = true;
             stream_.cancel_timer();
             return;
         }
@@ -375,7 +390,7 @@ void ClientConnection::pause_request_body(bool paused) {
 // The rest of the body can't be told apart from a next request: the flow's response says
 // keep_alive = false, and the connection closes after it.
 void ClientConnection::abandon_request_body() {
-    message_.body_done = true;
+    request_->body_done = true;
     stream_.enable_read(false);
     stream_.cancel_timer();
 }
@@ -385,7 +400,7 @@ void ClientConnection::abandon_request_body() {
 // Whether the connection stays open after this response: the client asked for it, the flow
 // allows it (the request's input was read to its end), and nothing closes it meanwhile.
 bool ClientConnection::keep_alive_after(bool flow_allows) const {
-    return message_.keep_alive && flow_allows && !client_eof_ && !worker_.draining() &&
+    return request_->keep_alive && flow_allows && !client_eof_ && !worker_.draining() &&
            !close_after_response_;
 }
 
@@ -394,46 +409,46 @@ void ClientConnection::send_response_head(const http::Response& response,
     ClientResponseInfo info = flow_info;
     bool keep_alive = keep_alive_after(flow_info.keep_alive);
     const bool switching = response.status == 101;
-    message_.framing = switching
-                           ? Framing::None
-                           : choose_client_framing(response, message_.version_minor, keep_alive);
-    message_.response_keep_alive = keep_alive && !switching;
-    info.client_version_minor = message_.version_minor;
+    request_->framing = switching
+                            ? Framing::None
+                            : choose_client_framing(response, request_->version_minor, keep_alive);
+    request_->response_keep_alive = keep_alive && !switching;
+    info.client_version_minor = request_->version_minor;
     info.keep_alive = keep_alive;
-    info.framing = message_.framing;
+    info.framing = request_->framing;
     info.content_length = response.content_length;
     info.extra_headers = &worker_.response_headers(tls_);
     std::string& head = worker_.scratch();
     head.clear();
     build_client_response_head(response, info, head);
     evbuffer_add(stream_.out(), head.data(), head.size());
-    wire_.out += head.size();
+    request_->wire.out += head.size();
 }
 
 void ClientConnection::send_response_data(evbuffer* from, std::size_t n) {
     if (n == 0) return;
     evbuffer* out = stream_.out();
-    if (message_.framing == Framing::Chunked) {
+    if (request_->framing == Framing::Chunked) {
         append_chunk_header(out, n);
         evbuffer_remove_buffer(from, out, n);
         evbuffer_add(out, "\r\n", 2);
     } else {
         evbuffer_remove_buffer(from, out, n);
     }
-    wire_.out += n;
+    request_->wire.out += n;
 }
 
 void ClientConnection::end_response() {
-    if (message_.framing != Framing::Chunked) return;
+    if (request_->framing != Framing::Chunked) return;
     evbuffer_add(stream_.out(), "0\r\n\r\n", 5);
-    wire_.out += 5;
+    request_->wire.out += 5;
 }
 
 void ClientConnection::send_error(int status, std::string_view detail,
                                   const ClientResponseInfo& flow_info) {
     drop_request_head();
     ClientResponseInfo info = flow_info;
-    info.client_version_minor = message_.version_minor;
+    info.client_version_minor = request_->version_minor;
     info.keep_alive = keep_alive_after(flow_info.keep_alive);
     info.framing = Framing::ContentLength;
     info.extra_headers = &worker_.response_headers(tls_);
@@ -441,22 +456,22 @@ void ClientConnection::send_error(int status, std::string_view detail,
     out.clear();
     build_error_response(status, detail, info, out);
     evbuffer_add(stream_.out(), out.data(), out.size());
-    wire_.out += out.size();
-    message_.response_keep_alive = info.keep_alive;
+    request_->wire.out += out.size();
+    request_->response_keep_alive = info.keep_alive;
 }
 
 void ClientConnection::send_bodiless(int status, const ClientResponseInfo& flow_info) {
     drop_request_head();
     ClientResponseInfo info = flow_info;
-    info.client_version_minor = message_.version_minor;
+    info.client_version_minor = request_->version_minor;
     info.keep_alive = keep_alive_after(flow_info.keep_alive);
     info.extra_headers = &worker_.response_headers(tls_);
     std::string& out = worker_.scratch();
     out.clear();
     build_bodiless_response(status, info, out);
     evbuffer_add(stream_.out(), out.data(), out.size());
-    wire_.out += out.size();
-    message_.response_keep_alive = info.keep_alive;
+    request_->wire.out += out.size();
+    request_->response_keep_alive = info.keep_alive;
 }
 
 bool ClientConnection::flush_response() {
@@ -475,8 +490,10 @@ void ClientConnection::response_stalled(bool stalled) {
 // ---- after the response -----------------------------------------------------------------------
 
 void ClientConnection::flow_finished() {
-    if (!message_.response_keep_alive || client_eof_ || close_after_response_ ||
-        worker_.draining()) {
+    const bool keep_alive = request_->response_keep_alive && !client_eof_ &&
+                            !close_after_response_ && !worker_.draining();
+    end_request();
+    if (!keep_alive) {
         end_response_close();
         return;
     }

@@ -21,6 +21,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 #include "common/http/parser.hpp"
@@ -34,6 +35,30 @@
 namespace proxyd::worker {
 
 class Worker;
+
+// The HTTP/1.1 side of the request in flight, and its flow: taken from the worker's free list when
+// a head arrives (or a bare flow must answer one that did not parse), given back when the request
+// has ended, so that an idle keep-alive connection holds none of it.
+struct Http1Request {
+    explicit Http1Request(Worker& worker) : flow(worker) {}
+    void reset();
+
+    RequestFlow flow;
+    int version_minor = 1;
+    bool keep_alive = true;  // the client's wish (version, Connection)
+    bool expect_continue = false;
+    std::size_t head_length = 0;  // the head, while it is still in the input buffer
+    http::BodyKind body = http::BodyKind::None;
+    std::uint64_t body_remaining = 0;  // Content-Length bytes still to come
+    std::uint64_t body_bytes = 0;      // de-framed body bytes so far
+    http::ChunkedDecoder body_chunks;
+    bool body_done = true;             // the body was read in full, or abandoned
+    Framing framing = Framing::None;   // of the response toward the client
+    bool response_keep_alive = false;  // as the response head told the client
+    WireBytes wire;
+    UpstreamPtr tunnel_upstream;       // after a 101: the flow's upstream connection
+    bool tunnel_upstream_eof = false;  // the upstream has closed its side of the tunnel
+};
 
 class ClientConnection final : public ClientSide, public UpstreamUser {
   public:
@@ -52,7 +77,7 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     std::string_view peer_ip() const override { return peer_ip_; }
     std::uint16_t peer_port() const override { return peer_port_; }
     bool is_tls() const override { return tls_; }
-    WireBytes wire_bytes() const override { return wire_; }
+    WireBytes wire_bytes() const override { return request_ ? request_->wire : WireBytes{}; }
     void release_request_head() override;
     bool accept_request_body() override;
     RequestBodyInput request_body() override;
@@ -84,24 +109,6 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
   private:
     enum class Phase { WaitingHead, Exchanging, Tunneling, Lingering, Closed };
 
-    // The HTTP/1.1 side of the request in flight; reset for each request.
-    struct Message {
-        void reset();
-
-        int version_minor = 1;
-        bool keep_alive = true;  // the client's wish (version, Connection)
-        bool expect_continue = false;
-        std::size_t head_length = 0;  // the head, while it is still in the input buffer
-        http::BodyKind body = http::BodyKind::None;
-        std::uint64_t body_remaining = 0;  // Content-Length bytes still to come
-        std::uint64_t body_bytes = 0;      // de-framed body bytes so far
-        http::ChunkedDecoder body_chunks;
-        bool body_done = true;             // the body was read in full, or abandoned
-        Framing framing = Framing::None;   // of the response toward the client
-        bool response_keep_alive = false;  // as the response head told the client
-        bool tunnel_upstream_eof = false;  // tunnel: the upstream has closed its side
-    };
-
     static void on_read_event(evutil_socket_t, short, void* arg);
     static void on_write_event(evutil_socket_t, short, void* arg);
     static void on_timer_event(evutil_socket_t, short, void* arg);
@@ -118,6 +125,8 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     void read_request_head();
     void begin_request(const http::Request& request);
     void reject(Failure failure, std::string_view detail = {}, int parser_status = 0);
+    Http1Request& new_request();
+    void end_request();
     RequestBodyInput chunked_request_body();
     bool keep_alive_after(bool flow_allows) const;
     void drop_request_head();
@@ -143,10 +152,7 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     tls::SslPtr tls_after_proxy_header_;
     EventPtr proxy_retry_timer_;
     bool close_after_response_ = false;
-    Message message_;
-    WireBytes wire_;
-    UpstreamPtr tunnel_upstream_;  // after a 101: the flow's upstream connection
-    RequestFlow flow_;             // the request in flight (last: it calls back into the above)
+    std::unique_ptr<Http1Request> request_;  // the request in flight, if any
 };
 
 }  // namespace proxyd::worker

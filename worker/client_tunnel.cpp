@@ -24,8 +24,8 @@ constexpr std::size_t kTunnelHighWatermark = 256 * 1024;
 
 void ClientConnection::start_tunnel(UpstreamPtr upstream) {
     phase_ = Phase::Tunneling;
-    tunnel_upstream_ = std::move(upstream);
-    tunnel_upstream_->user = this;
+    request_->tunnel_upstream = std::move(upstream);
+    request_->tunnel_upstream->user = this;
     worker_.stats().tunnels_active.fetch_add(1, std::memory_order_relaxed);
     stream_.cancel_timer();  // the tunnel's idle timer runs on the upstream side
     pump_tunnel();
@@ -33,21 +33,21 @@ void ClientConnection::start_tunnel(UpstreamPtr upstream) {
 
 // Moves what either side sent to the other, then reads only from sides whose peer can take more.
 void ClientConnection::pump_tunnel() {
-    auto& upstream = tunnel_upstream_->stream;
+    auto& upstream = request_->tunnel_upstream->stream;
     const std::size_t up = evbuffer_get_length(stream_.in());
     const std::size_t down = evbuffer_get_length(upstream.in());
     if (up > 0) evbuffer_add_buffer(upstream.out(), stream_.in());
     if (down > 0) evbuffer_add_buffer(stream_.out(), upstream.in());
-    wire_.in += up;
-    wire_.out += down;
+    request_->wire.in += up;
+    request_->wire.out += down;
     if (!upstream.flush() || !stream_.flush()) return close();
     // A side that closed ends the tunnel once what it sent has reached the other side.
     if ((client_eof_ && upstream.pending_output() == 0) ||
-        (message_.tunnel_upstream_eof && stream_.pending_output() == 0)) {
+        (request_->tunnel_upstream_eof && stream_.pending_output() == 0)) {
         return close();
     }
     stream_.enable_read(!client_eof_ && upstream.pending_output() < kTunnelHighWatermark);
-    upstream.enable_read(!message_.tunnel_upstream_eof &&
+    upstream.enable_read(!request_->tunnel_upstream_eof &&
                          stream_.pending_output() < kTunnelHighWatermark);
     upstream.arm_timer(worker_.config().server.timeouts.tunnel_idle);
 }
@@ -67,12 +67,12 @@ void ClientConnection::on_tunnel_client_readable() {
 }
 
 void ClientConnection::on_upstream_readable() {
-    switch (tunnel_upstream_->stream.read(kTunnelReadSize)) {
+    switch (request_->tunnel_upstream->stream.read(kTunnelReadSize)) {
         case Stream::ReadResult::Data:
         case Stream::ReadResult::WouldBlock:
             break;
         case Stream::ReadResult::Eof:
-            message_.tunnel_upstream_eof = true;
+            request_->tunnel_upstream_eof = true;
             break;
         case Stream::ReadResult::Error:
             return close();

@@ -82,7 +82,7 @@ constexpr FailureResponse response_to(Failure failure) {
 
 }  // namespace
 
-RequestFlow::RequestFlow(Worker& worker, ClientSide& client) : worker_(worker), client_(client) {}
+RequestFlow::RequestFlow(Worker& worker) : worker_(worker) {}
 
 RequestFlow::~RequestFlow() = default;
 
@@ -131,7 +131,7 @@ void RequestFlow::start(const http::Request& request) {
     if (!check_access(request)) return;
     prepare_balancing(request);
     prepare_upstream_head(request);
-    client_.release_request_head();  // `request` is invalid from here on
+    client_->release_request_head();  // `request` is invalid from here on
     apply_rate_limit();
 }
 
@@ -148,7 +148,7 @@ bool RequestFlow::check_request_limits(const http::Request& request) {
 // source), or behind trusted proxies the right-most untrusted real_ip_header address.
 std::string_view RequestFlow::client_address(const http::Request& request) {
     const auto& server = worker_.config().server;
-    if (server.real_ip_header.empty()) return client_.peer_ip();
+    if (server.real_ip_header.empty()) return client_->peer_ip();
     auto& values = worker_.scratch_views();
     values.clear();
     for (std::size_t i = 0; i < request.header_count; ++i) {
@@ -156,7 +156,7 @@ std::string_view RequestFlow::client_address(const http::Request& request) {
             values.push_back(request.headers[i].value);
         }
     }
-    return select_real_ip(client_.peer_ip(), values, server.trusted_proxies);
+    return select_real_ip(client_->peer_ip(), values, server.trusted_proxies);
 }
 
 // Inputs of the balance phase, taken while the request head is still in place.
@@ -213,11 +213,11 @@ void RequestFlow::prepare_upstream_head(const http::Request& request) {
     UpstreamRequestInfo info;
     info.path = upstream_path(*ex.route, request.path);
     info.query = request.query;
-    info.client_ip = client_.peer_ip();
+    info.client_ip = client_->peer_ip();
     info.real_ip = ex.real_ip;
     info.request_id = ex.request_id;
     info.traceparent = ex.traceparent;
-    info.proto = client_.is_tls() ? "https" : "http";
+    info.proto = client_->is_tls() ? "https" : "http";
     if (!worker_.access().claim_headers().empty()) {
         info.removed_headers = &worker_.access().claim_headers();
     }
@@ -238,7 +238,7 @@ void RequestFlow::prepare_upstream_head(const http::Request& request) {
 
 // The request may go on (access and rate limits passed): ask for its body, and go upstream.
 void RequestFlow::continue_request() {
-    if (!client_.accept_request_body()) {
+    if (!client_->accept_request_body()) {
         end_client_gone();
         return;
     }
@@ -252,7 +252,7 @@ void RequestFlow::finish() {
     record_exchange();
     release_upstream();
     recycle();
-    client_.flow_finished();
+    client_->flow_finished();
 }
 
 void RequestFlow::fail(Failure failure, std::string_view detail, int parser_status) {
@@ -284,7 +284,7 @@ void RequestFlow::fail(Failure failure, std::string_view detail, int parser_stat
     if (status == 0 || ex.response_started) {
         if (!ex.response_started) ex.status = failure == Failure::ClientGone ? 499 : 502;
         record_exchange();
-        client_.abort();
+        client_->abort();
         return;
     }
     ex.status = status;
@@ -299,7 +299,7 @@ void RequestFlow::send_error(int status, std::string_view detail, bool keep_aliv
     info.keep_alive = keep_alive;
     info.request_id = ex.request_id;
     info.extra_lines = ex.access_headers;
-    client_.send_error(status, detail, info);
+    client_->send_error(status, detail, info);
     ex.response_started = true;
     if (!flush_client()) return;
     finish();
@@ -313,14 +313,14 @@ void RequestFlow::send_bodiless(int status) {
     info.keep_alive = ex.request_done;
     info.request_id = ex.request_id;
     info.extra_lines = ex.access_headers;
-    client_.send_bodiless(status, info);
+    client_->send_bodiless(status, info);
     ex.response_started = true;
     if (!flush_client()) return;
     finish();
 }
 
 bool RequestFlow::flush_client() {
-    if (client_.flush_response()) return true;
+    if (client_->flush_response()) return true;
     end_client_gone();
     return false;
 }
@@ -331,7 +331,7 @@ void RequestFlow::end_client_gone() {
     ex.upstream.reset();
     if (!ex.status) ex.status = 499;
     record_exchange();
-    client_.abort();
+    client_->abort();
 }
 
 void RequestFlow::end_tunnel() {
@@ -370,7 +370,7 @@ void RequestFlow::write_access_log() {
     spdlog::logger* logger = log::access_logger();
     if (!logger || !exchange_) return;
     auto& ex = *exchange_;
-    const WireBytes bytes = client_.wire_bytes();
+    const WireBytes bytes = client_->wire_bytes();
     auto elapsed = std::chrono::steady_clock::now() - ex.started;
     double duration_ms = std::chrono::duration<double, std::milli>(elapsed).count();
     std::time_t now = std::time(nullptr);
@@ -388,9 +388,9 @@ void RequestFlow::write_access_log() {
         line += R"({"time":")";
         line += time_text;
         line += R"(","client":")";
-        line += client_.peer_ip();
+        line += client_->peer_ip();
         line += ':';
-        line += std::to_string(client_.peer_port());
+        line += std::to_string(client_->peer_port());
         line += R"(","method":")";
         log::append_json_escaped(line, ex.method);
         line += R"(","path":")";
@@ -419,9 +419,9 @@ void RequestFlow::write_access_log() {
                       static_cast<unsigned long long>(bytes.out), duration_ms);
         line += time_text;
         line += ' ';
-        line += client_.peer_ip();
+        line += client_->peer_ip();
         line += ':';
-        line += std::to_string(client_.peer_port());
+        line += std::to_string(client_->peer_port());
         line += " \"";
         line += ex.method;
         line += ' ';

@@ -15,8 +15,9 @@
 // The flow owns its Exchange (recycled through the worker's free list), is the user of its
 // upstream connection and the waiter of its Redis rate-limit decision, and does the passive
 // health accounting, the metrics and the access log. It knows nothing of the client's protocol:
-// it talks to the client through ClientSide (worker/client_side.hpp). HTTP/1.1 carries one flow
-// at a time, embedded in its ClientConnection; HTTP/2 will run one per stream.
+// it talks to the client through ClientSide (worker/client_side.hpp). A flow lives in the
+// protocol's per-request object, recycled through the worker's free lists: HTTP/1.1's
+// Http1Request (one at a time per ClientConnection); HTTP/2 will have one per stream.
 //
 // Files: request_flow.cpp (start, endings, failures, log), request_flow_access.cpp (CORS, JWT,
 // rate limits), request_flow_upstream.cpp (balance, connect, retries, both bodies).
@@ -40,10 +41,14 @@ class Worker;
 
 class RequestFlow final : public UpstreamUser, public RateLimitWaiter {
   public:
-    RequestFlow(Worker& worker, ClientSide& client);
+    explicit RequestFlow(Worker& worker);
     ~RequestFlow();
     RequestFlow(const RequestFlow&) = delete;
     RequestFlow& operator=(const RequestFlow&) = delete;
+
+    // The client this flow answers, before start() or fail(): flows are recycled, each time for
+    // another client.
+    void attach(ClientSide& client) { client_ = &client; }
 
     // A request is under way: from start() (or a fail() without one) until it finished, was
     // aborted, its tunnel ended or it was abandoned.
@@ -115,7 +120,7 @@ class RequestFlow final : public UpstreamUser, public RateLimitWaiter {
     void write_access_log();
 
     Worker& worker_;
-    ClientSide& client_;
+    ClientSide* client_ = nullptr;
     std::unique_ptr<Exchange> exchange_;
     EventPtr queue_timer_;              // created the first time every server is full
     bool paused_for_upstream_ = false;  // client body paused: upstream output is full

@@ -160,9 +160,9 @@ void RequestFlow::forward_request_body() {
     }
     if (!ex.request_done && upstream.pending_output() > kHighWatermark) {
         paused_for_upstream_ = true;
-        client_.pause_request_body(true);
+        client_->pause_request_body(true);
     } else if (!ex.request_done && !paused_for_upstream_) {
-        client_.pause_request_body(false);
+        client_->pause_request_body(false);
     }
 }
 
@@ -172,7 +172,7 @@ bool RequestFlow::move_request_body(evbuffer* out) {
     auto& ex = *exchange_;
     const bool chunked = ex.request_body == http::BodyKind::Chunked;
     for (;;) {
-        const RequestBodyInput body = client_.request_body();
+        const RequestBodyInput body = client_->request_body();
         if (body.state == RequestBodyInput::State::Invalid) {
             fail(Failure::BadRequest, "invalid chunked body");
             return false;
@@ -186,7 +186,7 @@ bool RequestFlow::move_request_body(evbuffer* out) {
             evbuffer_remove_buffer(body.buffer, out, body.ready);
             if (chunked) evbuffer_add(out, "\r\n", 2);
             ex.request_body_bytes += body.ready;
-            client_.consume_request_body(body.ready);
+            client_->consume_request_body(body.ready);
         }
         if (body.state == RequestBodyInput::State::Complete) {
             if (chunked) evbuffer_add(out, "0\r\n\r\n", 5);
@@ -217,7 +217,7 @@ void RequestFlow::on_upstream_writable() {
     }
     if (paused_for_upstream_ && upstream.stream.pending_output() < kLowWatermark) {
         paused_for_upstream_ = false;
-        client_.pause_request_body(false);
+        client_->pause_request_body(false);
         forward_request_body();
     }
 }
@@ -252,7 +252,7 @@ void RequestFlow::on_upstream_readable() {
     } else if (ex.response_body == http::BodyKind::UntilClose &&
                result == Stream::ReadResult::Eof) {
         ex.upstream_reusable = false;
-        client_.end_response();
+        client_->end_response();
         if (flush_client()) finish();
     } else {
         fail(Failure::UpstreamAborted, "upstream closed mid-response");
@@ -346,7 +346,7 @@ void RequestFlow::send_response_head(const http::Response& response) {
         // connection is not reused either (the body it expected never ended).
         info.keep_alive = false;
         ex.request_done = true;
-        client_.abandon_request_body();
+        client_->abandon_request_body();
     }
     const bool switching = response.status == 101;
     info.request_id = ex.request_id;
@@ -361,12 +361,12 @@ void RequestFlow::send_response_head(const http::Response& response) {
     info.extra_lines = ex.access_headers;
     info.replace_cors = ex.replace_cors;
     if (switching) info.upgrade = "websocket";
-    client_.send_response_head(response, info);
+    client_->send_response_head(response, info);
     ex.response_started = true;
     evbuffer_drain(upstream.in(), response.head_length);  // `response` is invalid from here on
     if (switching) {
         // The tunnel is the client side's; the flow keeps the server counted until it ends.
-        client_.start_tunnel(std::move(ex.upstream));
+        client_->start_tunnel(std::move(ex.upstream));
         return;
     }
     upstream.arm_timer(worker_.config().server.timeouts.upstream_idle);
@@ -384,7 +384,7 @@ void RequestFlow::forward_response_body() {
         case http::BodyKind::ContentLength: {
             auto n = static_cast<std::size_t>(
                 std::min<std::uint64_t>(ex.response_remaining, evbuffer_get_length(in)));
-            client_.send_response_data(in, n);
+            client_->send_response_data(in, n);
             ex.response_remaining -= n;
             complete = ex.response_remaining == 0;
             break;
@@ -394,12 +394,12 @@ void RequestFlow::forward_response_body() {
             complete = ex.response_chunks.done();
             break;
         case http::BodyKind::UntilClose:
-            client_.send_response_data(in, evbuffer_get_length(in));
+            client_->send_response_data(in, evbuffer_get_length(in));
             break;
     }
     if (complete) {
         if (evbuffer_get_length(in) > 0) ex.upstream_reusable = false;  // junk after the body
-        client_.end_response();
+        client_->end_response();
     }
     if (!flush_client()) return;
     if (complete) {
@@ -407,10 +407,10 @@ void RequestFlow::forward_response_body() {
         return;
     }
     ex.upstream->stream.arm_timer(worker_.config().server.timeouts.upstream_idle);
-    if (client_.response_pending() > kHighWatermark && !paused_for_client_) {
+    if (client_->response_pending() > kHighWatermark && !paused_for_client_) {
         paused_for_client_ = true;
         ex.upstream->stream.enable_read(false);
-        client_.response_stalled(true);
+        client_->response_stalled(true);
     }
 }
 
@@ -422,7 +422,7 @@ bool RequestFlow::forward_chunked_response_body(evbuffer* in) {
         if (decoder.in_data()) {
             auto n = static_cast<std::size_t>(
                 std::min<std::uint64_t>(decoder.data_remaining(), evbuffer_get_length(in)));
-            client_.send_response_data(in, n);
+            client_->send_response_data(in, n);
             decoder.consume_data(n);
             continue;
         }
@@ -440,7 +440,7 @@ bool RequestFlow::forward_chunked_response_body(evbuffer* in) {
 void RequestFlow::on_response_drained() {
     if (!paused_for_client_ || !exchange_ || !exchange_->upstream) return;
     paused_for_client_ = false;
-    client_.response_stalled(false);
+    client_->response_stalled(false);
     exchange_->upstream->stream.enable_read(true);
     forward_response_body();
 }

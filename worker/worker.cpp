@@ -186,15 +186,21 @@ void Worker::on_reap(evutil_socket_t, short, void* arg) {
 }
 
 std::unique_ptr<Exchange> Worker::acquire_exchange() {
-    if (free_exchanges_.empty()) return std::make_unique<Exchange>();
-    auto exchange = std::move(free_exchanges_.back());
-    free_exchanges_.pop_back();
-    return exchange;
+    return free_exchanges_.take();
 }
 
 void Worker::recycle_exchange(std::unique_ptr<Exchange> exchange) {
     exchange->reset();
-    if (free_exchanges_.size() < 1024) free_exchanges_.push_back(std::move(exchange));
+    free_exchanges_.give_back(std::move(exchange));
+}
+
+std::unique_ptr<Http1Request> Worker::acquire_http1_request() {
+    return free_http1_requests_.take(*this);
+}
+
+void Worker::recycle_http1_request(std::unique_ptr<Http1Request> request) {
+    request->reset();
+    free_http1_requests_.give_back(std::move(request));
 }
 
 void Worker::on_channel(evutil_socket_t fd, short, void* arg) {
