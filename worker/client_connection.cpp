@@ -66,7 +66,7 @@ void ClientConnection::set_peer(const sockaddr_storage& peer) {
 }
 
 ClientConnection::~ClientConnection() {
-    if (request_) worker_.recycle_http1_request(std::move(request_));
+    if (request_) end_request();
 }
 
 void ClientConnection::start() {
@@ -271,14 +271,15 @@ void ClientConnection::reject(Failure failure, std::string_view detail, int pars
 }
 
 Http1Request& ClientConnection::new_request() {
-    request_ = worker_.acquire_http1_request();
+    request_ = worker_.http1_requests().take(worker_);
     request_->flow.attach(*this);
     return *request_;
 }
 
 // The request has ended and its flow let go of everything: back to the worker's free list.
 void ClientConnection::end_request() {
-    worker_.recycle_http1_request(std::move(request_));
+    request_->reset();
+    worker_.http1_requests().give_back(std::move(request_));
 }
 
 void ClientConnection::release_request_head() {

@@ -194,15 +194,6 @@ void Worker::recycle_exchange(std::unique_ptr<Exchange> exchange) {
     free_exchanges_.give_back(std::move(exchange));
 }
 
-std::unique_ptr<Http1Request> Worker::acquire_http1_request() {
-    return free_http1_requests_.take(*this);
-}
-
-void Worker::recycle_http1_request(std::unique_ptr<Http1Request> request) {
-    request->reset();
-    free_http1_requests_.give_back(std::move(request));
-}
-
 void Worker::on_channel(evutil_socket_t fd, short, void* arg) {
     auto* self = static_cast<Worker*>(arg);
     std::string message;

@@ -98,8 +98,9 @@ class Worker {
     // Per-request objects, recycled (worker/free_list.hpp).
     std::unique_ptr<Exchange> acquire_exchange();
     void recycle_exchange(std::unique_ptr<Exchange> exchange);
-    std::unique_ptr<Http1Request> acquire_http1_request();
-    void recycle_http1_request(std::unique_ptr<Http1Request> request);
+    // Taken and given back by ClientConnection itself, where the type is complete (inlined on
+    // the per-request path).
+    FreeList<Http1Request>& http1_requests() { return free_http1_requests_; }
 
     // Called by a connection once it has closed its socket; freed after the current callback.
     void retire(ClientConnection* connection);
