@@ -1,12 +1,20 @@
-// A client connection and the request it is carrying.
+// An HTTP/1.1 client connection: the wire side of the requests it carries, one at a time.
 //
-// The life of a request, in the order the member functions run (client_connection.cpp reads top
-// to bottom the same way):
-//   read_request_head -> begin_request (route, limits, balance) -> connect_upstream ->
-//   send_request_head -> forward_request_body -> read_response_head -> send_response_head ->
-//   forward_response_body -> finish_exchange (log, pool, keep-alive or close)
-// A WebSocket handshake answered with 101 turns into a tunnel instead (client_tunnel.cpp).
-// Any phase may end the request through fail(), the one place that maps a failure to a status.
+// Its life, in the order the member functions run (client_connection.cpp reads the same way):
+//   [read_proxy_header] -> read_request_head (parse, pipelining, slow-client rule) -> begin_request
+//   -> the request's RequestFlow runs its phases, calling back through ClientSide for the body
+//      (Content-Length counted or chunked parsed off, "100 Continue") and for the response
+//      (head text, chunked framing, proxy-made errors)
+//   -> flow_finished: keep-alive (wait_for_next_request) or close (end_response_close, lingering)
+// A WebSocket handshake answered with 101 turns the connection into a tunnel instead: the flow
+// hands over its upstream connection (client_tunnel.cpp). The PROXY protocol header and the
+// slow-client head timer are in client_access.cpp.
+//
+// What is HTTP/1.1 stays here: head parsing, keep-alive and pipelining, lingering close, Expect,
+// the body framings toward and from the client, the tunnel, the connection's one timer (head,
+// body, "client stopped reading", keep-alive, linger). Everything a request does between its head
+// and its end (route, access, balance, upstream, retries, log) is the flow's
+// (worker/request_flow.hpp).
 #pragma once
 
 #include <netinet/in.h>
@@ -14,110 +22,45 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <string>
+#include <string_view>
 
 #include "common/http/parser.hpp"
-#include "common/shm/rate_limit_table.hpp"
+#include "worker/client_side.hpp"
+#include "worker/exchange.hpp"
 #include "worker/forward_headers.hpp"
-#include "worker/rate_limit/redis_limiter.hpp"
+#include "worker/request_flow.hpp"
 #include "worker/stream.hpp"
 #include "worker/upstream_pool.hpp"
-#include "worker/upstream_selector.hpp"
-
-namespace proxyd::config {
-struct Route;
-}
 
 namespace proxyd::worker {
 
 class Worker;
 
-// What went wrong, classified once: where it came from decides the status and whether the
-// client connection survives.
-enum class Failure {
-    BadRequest,        // 400, or the parser's status (414, 431, 505)
-    NoRoute,           // 404
-    Unauthorized,      // 401: no token, or one that does not verify (WWW-Authenticate added)
-    Forbidden,         // 403: the token lacks the route's roles, or a CORS origin is refused
-    RateLimited,       // 429 (Retry-After added)
-    LimitUnavailable,  // 503: the Redis rate-limit store failed and on_redis_error = "deny"
-    HeadTimeout,       // 408
-    BodyTimeout,       // 408 before the response started
-    BodyTooLarge,      // 413
-    NoServer,          // 503: the upstream has no server
-    UpstreamFailed,    // 502: refused, reset, or an invalid response
-    UpstreamTimeout,   // 504: no response head in time
-    UpstreamAborted,   // the response broke off after it started: close the client
-    ClientGone,        // the client closed or reset: close the upstream
-};
-
-// Per-request state. Recycled through the worker's free list, so its strings keep their capacity
-// and a steady stream of requests allocates nothing here.
-struct Exchange {
+// The HTTP/1.1 side of the request in flight, and its flow: taken from the worker's free list when
+// a head arrives (or a bare flow must answer one that did not parse), given back when the request
+// has ended, so that an idle keep-alive connection holds none of it.
+struct Http1Request {
+    explicit Http1Request(Worker& worker) : flow(worker) {}
     void reset();
 
-    const config::Route* route = nullptr;
-    std::size_t upstream_index = 0;
-    std::size_t server_index = 0;
-    UpstreamPtr upstream;
-
-    // Balance phase.
-    config::Balance algorithm = config::Balance::RoundRobin;
-    std::uint64_t key_hash = 0;
-    std::uint64_t sticky_hash = 0;  // from the sticky cookie; 0 = none
-    bool idempotent = false;
-    int retries_left = 0;
-    TriedServers tried;
-    bool server_active = false;  // counted in the server's shared active requests
-    bool reported = false;       // the attempt's outcome fed passive health already
-    bool trial = false;          // a half-open circuit's trial request
-    std::chrono::steady_clock::time_point attempt_started;
-    std::chrono::steady_clock::time_point queued_since;
-    std::string last_error;
-    std::string set_cookie;
-
-    // Access phase.
-    std::string real_ip;         // the client as the upstream sees it (trusted proxies applied)
-    std::string claim_headers;   // upstream header lines from the token's forward_claims
-    std::string access_headers;  // client header lines: CORS, RateLimit-*, WWW-Authenticate
-    std::string rate_key;
-    std::uint64_t rate_ticket = 0;  // a Redis decision in flight
-    bool replace_cors = false;
-    bool expect_continue = false;
-
-    std::string method;
-    std::string target;  // for the access log
-    std::string request_id;
-    std::string traceparent;
-    std::string upstream_head;  // kept until the response starts, to resend on a fresh connection
+    RequestFlow flow;
     int version_minor = 1;
-    bool is_head = false;
-    bool keep_alive = true;
-    bool websocket = false;     // an opening handshake: a 101 starts a tunnel
-    bool upstream_eof = false;  // tunnel: the upstream has closed its side
-
-    http::BodyKind request_body = http::BodyKind::None;
-    std::uint64_t request_remaining = 0;  // Content-Length bytes still to forward
-    std::uint64_t request_body_bytes = 0;
-    http::ChunkedDecoder request_chunks;
-    bool request_done = false;
-    bool request_body_sent = false;  // some body byte left the proxy: no resend
-
-    bool response_head_done = false;
-    bool response_started = false;  // something was written to the client
-    int status = 0;
-    http::BodyKind response_body = http::BodyKind::None;
-    Framing client_framing = Framing::None;
-    std::uint64_t response_remaining = 0;
-    http::ChunkedDecoder response_chunks;
-    bool upstream_reusable = false;
-
-    std::uint64_t bytes_in = 0;
-    std::uint64_t bytes_out = 0;
-    std::chrono::steady_clock::time_point started;
+    bool keep_alive = true;  // the client's wish (version, Connection)
+    bool expect_continue = false;
+    std::size_t head_length = 0;  // the head, while it is still in the input buffer
+    http::BodyKind body = http::BodyKind::None;
+    std::uint64_t body_remaining = 0;  // Content-Length bytes still to come
+    std::uint64_t body_bytes = 0;      // de-framed body bytes so far
+    http::ChunkedDecoder body_chunks;
+    bool body_done = true;             // the body was read in full, or abandoned
+    Framing framing = Framing::None;   // of the response toward the client
+    bool response_keep_alive = false;  // as the response head told the client
+    WireBytes wire;
+    UpstreamPtr tunnel_upstream;       // after a 101: the flow's upstream connection
+    bool tunnel_upstream_eof = false;  // the upstream has closed its side of the tunnel
 };
 
-class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
+class ClientConnection final : public ClientSide, public UpstreamUser {
   public:
     // `ssl` set: the connection came in on a TLS listener.
     ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer, tls::SslPtr ssl);
@@ -130,10 +73,34 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     void close();
     bool closed() const { return !stream_.is_open(); }
 
+    // ClientSide: what the request flow asks of the connection.
+    std::string_view peer_ip() const override { return peer_ip_; }
+    std::uint16_t peer_port() const override { return peer_port_; }
+    bool is_tls() const override { return tls_; }
+    WireBytes wire_bytes() const override { return request_ ? request_->wire : WireBytes{}; }
+    void release_request_head() override;
+    bool accept_request_body() override;
+    RequestBodyInput request_body() override;
+    void consume_request_body(std::size_t n) override;
+    void pause_request_body(bool paused) override;
+    void abandon_request_body() override;
+    void send_response_head(const http::Response& response,
+                            const ClientResponseInfo& info) override;
+    void send_response_data(evbuffer* from, std::size_t n) override;
+    void end_response() override;
+    void send_error(int status, std::string_view detail, const ClientResponseInfo& info) override;
+    void send_bodiless(int status, const ClientResponseInfo& info) override;
+    bool flush_response() override;
+    std::size_t response_pending() const override { return stream_.pending_output(); }
+    void response_stalled(bool stalled) override;
+    void flow_finished() override;
+    void abort() override { close(); }
+    void start_tunnel(UpstreamPtr upstream) override;
+
+    // UpstreamUser, while tunneling (before that the flow is the upstream's user).
     void on_upstream_readable() override;
     void on_upstream_writable() override;
     void on_upstream_timeout() override;
-    void on_rate_decision(const shm::RateDecision& decision, bool redis_error) override;
 
     // The worker's intrusive list.
     ClientConnection* prev = nullptr;
@@ -152,53 +119,24 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     void on_head_timer();
     void process_input();
 
-    // The phases, in order.
+    // The connection's phases, in order.
     bool read_proxy_header();
     void read_proxy_header_before_tls();
     void read_request_head();
     void begin_request(const http::Request& request);
-    bool check_request_limits(const http::Request& request);
-    bool check_access(const http::Request& request);
-    bool answer_preflight(const http::Request& request);
-    bool authenticate(const http::Request& request);
-    void apply_rate_limit();
-    void apply_rate_decision(const shm::RateDecision& decision);
-    void continue_request();
-    std::string_view client_address(const http::Request& request);
-    void prepare_balancing(const http::Request& request);
-    void prepare_upstream_head(const http::Request& request);
-    void connect_upstream();
-    bool open_upstream(std::string& error);
-    void wait_for_capacity();
-    void report_attempt(bool success);
-    void release_server();
-    void send_request_head();
-    void forward_request_body();
-    bool forward_chunked_request_body(evbuffer* in, evbuffer* out);
-    void read_response_head();
-    void send_response_head(const http::Response& response);
-    void forward_response_body();
-    bool forward_chunked_response_body(evbuffer* in);
-    void move_response_data(evbuffer* in, std::size_t n);
-    void finish_exchange();
-
-    // client_tunnel.cpp: after a 101, bytes both ways until a side closes or idles out.
-    void start_tunnel();
-    void pump_tunnel();
-    void on_tunnel_client_readable();
-    void on_tunnel_upstream_readable();
-
-    void fail(Failure failure, std::string_view detail = {}, int parser_status = 0);
-    void retry_or_fail(Failure failure, std::string_view detail);
-    void send_error(int status, std::string_view detail, bool keep_alive);
-    void send_bodiless(int status);
-    void record_exchange();
-    void write_access_log();
-    void release_upstream();
+    void reject(Failure failure, std::string_view detail = {}, int parser_status = 0);
+    Http1Request& new_request();
+    void end_request();
+    RequestBodyInput chunked_request_body();
+    bool keep_alive_after(bool flow_allows) const;
+    void drop_request_head();
     void end_response_close();
     void start_lingering_close();
-    [[nodiscard]] bool flush_client();
     void wait_for_next_request();
+
+    // client_tunnel.cpp: after a 101, bytes both ways until a side closes or idles out.
+    void pump_tunnel();
+    void on_tunnel_client_readable();
 
     Worker& worker_;
     Stream stream_;
@@ -208,16 +146,13 @@ class ClientConnection final : public UpstreamUser, public RateLimitWaiter {
     bool head_timer_armed_ = false;
     bool awaiting_proxy_header_ = false;  // server.proxy_protocol: the connection's first bytes
     std::chrono::steady_clock::time_point head_started_;
-    bool paused_for_upstream_ = false;  // client reads stopped: upstream output is full
-    bool paused_for_client_ = false;    // upstream reads stopped: client output is full
     bool client_eof_ = false;
     bool tls_ = false;
     // A TLS listener with server.proxy_protocol: TLS starts after the PROXY header.
     tls::SslPtr tls_after_proxy_header_;
     EventPtr proxy_retry_timer_;
     bool close_after_response_ = false;
-    std::unique_ptr<Exchange> exchange_;
-    EventPtr queue_timer_;  // created the first time every server is full
+    std::unique_ptr<Http1Request> request_;  // the request in flight, if any
 };
 
 }  // namespace proxyd::worker

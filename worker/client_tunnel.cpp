@@ -1,9 +1,14 @@
-// The tunnel phase: a WebSocket handshake the upstream answered with 101 leaves HTTP behind, and
-// the connection pair carries bytes both ways, unparsed and unbuffered beyond the watermarks,
-// until either side closes or `timeouts.tunnel_idle` passes without a byte. The server stays
-// counted as active (least_conn sees tunnels) until the tunnel ends; the request is logged then,
-// with status 101 and the bytes of the whole tunnel. A draining worker leaves tunnels alone: they
-// end by themselves or at the drain deadline (shutdown_timeout).
+// The tunnel phase of an HTTP/1.1 connection: a WebSocket handshake the upstream answered with
+// 101 leaves HTTP behind, and the connection pair carries bytes both ways, unparsed and
+// unbuffered beyond the watermarks, until either side closes or `timeouts.tunnel_idle` passes
+// without a byte. A draining worker leaves tunnels alone: they end by themselves or at the drain
+// deadline (shutdown_timeout).
+//
+// The hand-over: the request flow gives its upstream connection to the connection
+// (start_tunnel), which becomes that connection's user. The flow keeps its request: the server
+// stays counted as active (least_conn sees tunnels) until the tunnel ends, and then the flow
+// writes the request's log line (end_tunnel, from close()), with status 101 and the bytes of the
+// whole tunnel as the connection counted them.
 #include "worker/client_connection.hpp"
 #include "worker/worker.hpp"
 
@@ -17,8 +22,10 @@ constexpr std::size_t kTunnelHighWatermark = 256 * 1024;
 
 }  // namespace
 
-void ClientConnection::start_tunnel() {
+void ClientConnection::start_tunnel(UpstreamPtr upstream) {
     phase_ = Phase::Tunneling;
+    request_->tunnel_upstream = std::move(upstream);
+    request_->tunnel_upstream->user = this;
     worker_.stats().tunnels_active.fetch_add(1, std::memory_order_relaxed);
     stream_.cancel_timer();  // the tunnel's idle timer runs on the upstream side
     pump_tunnel();
@@ -26,22 +33,22 @@ void ClientConnection::start_tunnel() {
 
 // Moves what either side sent to the other, then reads only from sides whose peer can take more.
 void ClientConnection::pump_tunnel() {
-    auto& ex = *exchange_;
-    auto& upstream = ex.upstream->stream;
+    auto& upstream = request_->tunnel_upstream->stream;
     const std::size_t up = evbuffer_get_length(stream_.in());
     const std::size_t down = evbuffer_get_length(upstream.in());
     if (up > 0) evbuffer_add_buffer(upstream.out(), stream_.in());
     if (down > 0) evbuffer_add_buffer(stream_.out(), upstream.in());
-    ex.bytes_in += up;
-    ex.bytes_out += down;
+    request_->wire.in += up;
+    request_->wire.out += down;
     if (!upstream.flush() || !stream_.flush()) return close();
     // A side that closed ends the tunnel once what it sent has reached the other side.
     if ((client_eof_ && upstream.pending_output() == 0) ||
-        (ex.upstream_eof && stream_.pending_output() == 0)) {
+        (request_->tunnel_upstream_eof && stream_.pending_output() == 0)) {
         return close();
     }
     stream_.enable_read(!client_eof_ && upstream.pending_output() < kTunnelHighWatermark);
-    upstream.enable_read(!ex.upstream_eof && stream_.pending_output() < kTunnelHighWatermark);
+    upstream.enable_read(!request_->tunnel_upstream_eof &&
+                         stream_.pending_output() < kTunnelHighWatermark);
     upstream.arm_timer(worker_.config().server.timeouts.tunnel_idle);
 }
 
@@ -59,19 +66,26 @@ void ClientConnection::on_tunnel_client_readable() {
     pump_tunnel();
 }
 
-void ClientConnection::on_tunnel_upstream_readable() {
-    auto& ex = *exchange_;
-    switch (ex.upstream->stream.read(kTunnelReadSize)) {
+void ClientConnection::on_upstream_readable() {
+    switch (request_->tunnel_upstream->stream.read(kTunnelReadSize)) {
         case Stream::ReadResult::Data:
         case Stream::ReadResult::WouldBlock:
             break;
         case Stream::ReadResult::Eof:
-            ex.upstream_eof = true;
+            request_->tunnel_upstream_eof = true;
             break;
         case Stream::ReadResult::Error:
             return close();
     }
     pump_tunnel();
+}
+
+void ClientConnection::on_upstream_writable() {
+    pump_tunnel();
+}
+
+void ClientConnection::on_upstream_timeout() {
+    close();  // tunnel_idle passed without a byte either way
 }
 
 }  // namespace proxyd::worker

@@ -57,6 +57,10 @@ void build_upstream_request_head(const http::Request& request, const UpstreamReq
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
+// A request flow fills what it knows (request id, the access phase's lines, the sticky cookie, an
+// upgrade; keep_alive false when the request's input was not read to its end) and the client
+// connection completes the rest before building (its version, framing, its own keep-alive
+// reasons, server.response_headers): worker/client_side.hpp.
 struct ClientResponseInfo {
     int client_version_minor = 1;
     bool keep_alive = true;  // the proxy keeps the client connection after this response

@@ -186,15 +186,12 @@ void Worker::on_reap(evutil_socket_t, short, void* arg) {
 }
 
 std::unique_ptr<Exchange> Worker::acquire_exchange() {
-    if (free_exchanges_.empty()) return std::make_unique<Exchange>();
-    auto exchange = std::move(free_exchanges_.back());
-    free_exchanges_.pop_back();
-    return exchange;
+    return free_exchanges_.take();
 }
 
 void Worker::recycle_exchange(std::unique_ptr<Exchange> exchange) {
     exchange->reset();
-    if (free_exchanges_.size() < 1024) free_exchanges_.push_back(std::move(exchange));
+    free_exchanges_.give_back(std::move(exchange));
 }
 
 void Worker::on_channel(evutil_socket_t fd, short, void* arg) {

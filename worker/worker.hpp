@@ -22,6 +22,7 @@
 #include "common/util/unique_fd.hpp"
 #include "worker/access_policy.hpp"
 #include "worker/forward_headers.hpp"
+#include "worker/free_list.hpp"
 #include "worker/metrics_recorder.hpp"
 #include "worker/request_id.hpp"
 #include "worker/upstream_pool.hpp"
@@ -31,6 +32,7 @@ namespace proxyd::worker {
 
 class ClientConnection;
 struct Exchange;
+struct Http1Request;
 
 struct WorkerOptions {
     // The worker's own copy (inherited at fork): runtime server changes are applied to it.
@@ -93,8 +95,12 @@ class Worker {
         return tls ? tls_response_headers_ : config_.server.response_headers;
     }
 
+    // Per-request objects, recycled (worker/free_list.hpp).
     std::unique_ptr<Exchange> acquire_exchange();
     void recycle_exchange(std::unique_ptr<Exchange> exchange);
+    // Taken and given back by ClientConnection itself, where the type is complete (inlined on
+    // the per-request path).
+    FreeList<Http1Request>& http1_requests() { return free_http1_requests_; }
 
     // Called by a connection once it has closed its socket; freed after the current callback.
     void retire(ClientConnection* connection);
@@ -143,7 +149,8 @@ class Worker {
     EventPtr drain_deadline_;
     ClientConnection* connections_ = nullptr;  // intrusive list of open connections
     std::vector<ClientConnection*> retired_;
-    std::vector<std::unique_ptr<Exchange>> free_exchanges_;
+    FreeList<Exchange> free_exchanges_;
+    FreeList<Http1Request> free_http1_requests_;
     std::size_t open_connections_ = 0;
     bool accepting_ = false;
     bool draining_ = false;

@@ -1,0 +1,42 @@
+#include "worker/exchange.hpp"
+
+namespace proxyd::worker {
+
+void Exchange::reset() {
+    route = nullptr;
+    upstream_index = server_index = 0;
+    upstream.reset();
+    algorithm = config::Balance::RoundRobin;
+    key_hash = sticky_hash = 0;
+    idempotent = false;
+    retries_left = 0;
+    server_active = reported = trial = false;
+    queued_since = {};
+    last_error.clear();
+    set_cookie.clear();
+    real_ip.clear();
+    claim_headers.clear();
+    access_headers.clear();
+    rate_key.clear();
+    rate_ticket = 0;
+    replace_cors = false;
+    method.clear();
+    target.clear();
+    request_id.clear();
+    traceparent.clear();
+    upstream_head.clear();
+    is_head = false;
+    websocket = false;
+    request_body = http::BodyKind::None;
+    request_body_bytes = 0;
+    request_done = false;
+    request_body_sent = false;
+    response_head_done = response_started = false;
+    status = 0;
+    response_body = http::BodyKind::None;
+    response_remaining = 0;
+    response_chunks.reset();
+    upstream_reusable = false;
+}
+
+}  // namespace proxyd::worker

@@ -1,0 +1,99 @@
+// The state of one request on its way through the proxy (an Exchange), and the classification of
+// what can end it early (Failure). Types only: the phases that fill them live in the request flow.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "common/config/types.hpp"
+#include "common/http/parser.hpp"
+#include "worker/upstream_pool.hpp"
+#include "worker/upstream_selector.hpp"
+
+namespace proxyd::config {
+struct Route;
+}
+
+namespace proxyd::worker {
+
+// What went wrong, classified once: where it came from decides the status and whether the
+// client connection survives.
+enum class Failure {
+    BadRequest,        // 400, or the parser's status (414, 431, 505)
+    NoRoute,           // 404
+    Unauthorized,      // 401: no token, or one that does not verify (WWW-Authenticate added)
+    Forbidden,         // 403: the token lacks the route's roles, or a CORS origin is refused
+    RateLimited,       // 429 (Retry-After added)
+    LimitUnavailable,  // 503: the Redis rate-limit store failed and on_redis_error = "deny"
+    HeadTimeout,       // 408
+    BodyTimeout,       // 408 before the response started
+    BodyTooLarge,      // 413
+    NoServer,          // 503: the upstream has no server
+    UpstreamFailed,    // 502: refused, reset, or an invalid response
+    UpstreamTimeout,   // 504: no response head in time
+    UpstreamAborted,   // the response broke off after it started: close the client
+    ClientGone,        // the client closed or reset: close the upstream
+};
+
+// Per-request state, owned by the request's RequestFlow. Recycled through the worker's free list,
+// so its strings keep their capacity and a steady stream of requests allocates nothing here.
+// What belongs to the client's protocol (HTTP/1.1 keep-alive, body framing, bytes on the wire)
+// is the client side's, not this.
+struct Exchange {
+    void reset();
+
+    const config::Route* route = nullptr;
+    std::size_t upstream_index = 0;
+    std::size_t server_index = 0;
+    UpstreamPtr upstream;
+
+    // Balance phase.
+    config::Balance algorithm = config::Balance::RoundRobin;
+    std::uint64_t key_hash = 0;
+    std::uint64_t sticky_hash = 0;  // from the sticky cookie; 0 = none
+    bool idempotent = false;
+    int retries_left = 0;
+    TriedServers tried;
+    bool server_active = false;  // counted in the server's shared active requests
+    bool reported = false;       // the attempt's outcome fed passive health already
+    bool trial = false;          // a half-open circuit's trial request
+    std::chrono::steady_clock::time_point attempt_started;
+    std::chrono::steady_clock::time_point queued_since;
+    std::string last_error;
+    std::string set_cookie;
+
+    // Access phase.
+    std::string real_ip;         // the client as the upstream sees it (trusted proxies applied)
+    std::string claim_headers;   // upstream header lines from the token's forward_claims
+    std::string access_headers;  // client header lines: CORS, RateLimit-*, WWW-Authenticate
+    std::string rate_key;
+    std::uint64_t rate_ticket = 0;  // a Redis decision in flight
+    bool replace_cors = false;
+
+    std::string method;
+    std::string target;  // for the access log
+    std::string request_id;
+    std::string traceparent;
+    std::string upstream_head;  // kept until the response starts, to resend on a fresh connection
+    bool is_head = false;
+    bool websocket = false;  // an opening handshake: a 101 starts a tunnel
+
+    // The request body as it goes upstream; the client side de-frames it (worker/client_side.hpp).
+    http::BodyKind request_body = http::BodyKind::None;  // chunked: re-chunked toward upstream
+    std::uint64_t request_body_bytes = 0;
+    bool request_done = false;       // the body is forwarded in full, or was abandoned
+    bool request_body_sent = false;  // some body byte left the proxy: no resend
+
+    bool response_head_done = false;
+    bool response_started = false;  // something was handed to the client
+    int status = 0;
+    http::BodyKind response_body = http::BodyKind::None;
+    std::uint64_t response_remaining = 0;
+    http::ChunkedDecoder response_chunks;
+    bool upstream_reusable = false;
+
+    std::chrono::steady_clock::time_point started;
+};
+
+}  // namespace proxyd::worker
