@@ -88,6 +88,7 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
                             const ClientResponseInfo& info) override;
     void send_response_data(evbuffer* from, std::size_t n) override;
     void end_response() override;
+    void end_response_with_trailers(const HeaderList&) override { end_response(); }
     void send_error(int status, std::string_view detail, const ClientResponseInfo& info) override;
     void send_bodiless(int status, const ClientResponseInfo& info) override;
     bool flush_response() override;

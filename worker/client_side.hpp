@@ -88,6 +88,10 @@ class ClientSide {
     virtual void send_response_data(evbuffer* from, std::size_t n) = 0;
     // The response body is complete (H1: the last chunk when chunked).
     virtual void end_response() = 0;
+    // The same, with trailer fields after the body (gRPC's grpc-status and grpc-message). H2
+    // sends them as a final HEADERS frame; H1 drops them (a gRPC route never answers H1 with a
+    // body: its clients speak HTTP/2).
+    virtual void end_response_with_trailers(const HeaderList& trailers) = 0;
     // A complete response made by the proxy: an error with its JSON body, or one without a body
     // (a CORS preflight's 204).
     virtual void send_error(int status, std::string_view detail,
