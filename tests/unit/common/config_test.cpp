@@ -328,8 +328,6 @@ compress = false
                  "test.toml:3:1: \"h2c\" is not supported yet\n"
                  "test.toml:4:2: \"cache\" is not supported yet\n"
                  "test.toml:6:2: \"compression\" is not supported yet\n"
-                 "test.toml:9:1: \"protocol\" is not supported yet\n"
-                 "test.toml:16:1: \"protocol\" is not supported yet\n"
                  "test.toml:17:1: \"cache\" is not supported yet\n"
                  "test.toml:18:1: \"compress\" is not supported yet\n");
 }
