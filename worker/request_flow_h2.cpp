@@ -195,6 +195,12 @@ void RequestFlow::on_h2_head(int status, std::vector<h2::Header>&& headers, bool
     }
     if (end_stream || ex.is_head || status == 204 || status == 304) {
         response.body = http::BodyKind::None;
+        // A head that is the whole response (a gRPC trailers-only answer) says "no body" to an
+        // HTTP/1.1 client too, which would otherwise read until the connection closes.
+        if (end_stream && !has_length && !ex.is_head && status != 204 && status != 304 &&
+            response.header_count < http::kMaxHeaders) {
+            response.headers[response.header_count++] = {"content-length", "0"};
+        }
     } else {
         response.body = has_length ? http::BodyKind::ContentLength : http::BodyKind::Chunked;
     }
@@ -329,7 +335,10 @@ void RequestFlow::send_grpc_error(int status, std::string_view message, bool kee
     response.headers[0] = {"content-type", "application/grpc"};
     response.headers[1] = {"grpc-status", ex.grpc_status};
     response.headers[2] = {"grpc-message", ex.grpc_message};
-    response.header_count = 3;
+    // Says "no body" to an HTTP/1.1 client too (a bodiless 200 would otherwise last until the
+    // connection closes); HTTP/2 allows it on a HEADERS frame that ends the stream.
+    response.headers[3] = {"content-length", "0"};
+    response.header_count = 4;
     ClientResponseInfo info;
     info.keep_alive = keep_alive;
     info.request_id = ex.request_id;
