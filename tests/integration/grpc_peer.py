@@ -1,5 +1,6 @@
 """A gRPC server for test_grpc.py (Debian's python3-grpcio, generic handlers, raw bytes: no
-protoc). Plain HTTP/2 (h2c) on 127.0.0.1:PORT; writes READY (a path) once it serves.
+protoc). Plain HTTP/2 (h2c) on 127.0.0.1:PORT, or TLS with ALPN h2 given --tls CERT KEY; writes
+READY (a path) once it serves.
 
 Methods of service test.Echo (requests and responses are bytes):
   Unary         echoes the request; "status:CODE:MESSAGE" aborts with that status and message;
@@ -31,6 +32,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--name", default="g1")
     ap.add_argument("--ready", required=True)
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = ap.parse_args()
     name = args.name
 
@@ -73,7 +75,14 @@ def main():
                          options=[("grpc.max_receive_message_length", limit),
                                   ("grpc.max_send_message_length", limit)])
     server.add_generic_rpc_handlers((handler,))
-    if server.add_insecure_port("127.0.0.1:%d" % args.port) == 0:
+    address = "127.0.0.1:%d" % args.port
+    if args.tls:
+        with open(args.tls[0], "rb") as c, open(args.tls[1], "rb") as k:
+            credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
         print("cannot bind port %d" % args.port, file=sys.stderr)
         return 1
     server.start()

@@ -13,6 +13,7 @@ the upstream side alone, raw HTTP/1.1 requests carrying gRPC frames.
 
 import json
 import os
+import ssl
 import struct
 import sys
 import threading
@@ -35,15 +36,17 @@ MAX_MESSAGE = 64 * 1024 * 1024
 class Peer:
     """A grpc_peer.py process on a free port of 127.0.0.1."""
 
-    def __init__(self, t, name="g1"):
+    def __init__(self, t, name="g1", tls=None):
         self.name = name
+        extra = ["--tls", tls.cert, tls.key] if tls else []
         self.log_path = t.path("%s.log" % name)
         for attempt in range(3):
             self.port = harness.free_port()
             ready = t.path("%s.%d.ready" % (name, attempt))
             with open(self.log_path, "ab") as log:
                 self.proc = t.spawn([sys.executable, PEER, "--port", str(self.port),
-                                     "--name", name, "--ready", ready], stdout=log, stderr=log)
+                                     "--name", name, "--ready", ready] + extra,
+                                    stdout=log, stderr=log)
             wait_until(lambda: os.path.exists(ready) or self.proc.poll() is not None, 15,
                        msg="grpc_peer %s did not start within 15s" % name)
             if os.path.exists(ready):
@@ -156,6 +159,33 @@ def test_grpc_timeout_from_http1_client(t):
     # trailers-only: the same answer.) Without grpc-timeout the call is not cut.
     r = px.request("POST", "/test.Echo/Unary", headers=GRPC_HEADERS, body=frame(b"sleep:0.5"))
     assert r.status == 200 and unframe(r.body) == b"slept", r
+
+
+def test_h2_upstream_over_tls(t):
+    import test_tls
+    ca = test_tls.make_ca(t)
+    cert = test_tls.make_cert(t, ca, "grpc", ["grpc.test"])
+    peer = Peer(t, tls=cert)
+    server = {"address": peer.address, "tls": True, "sni": "grpc.test", "ca_file": ca.cert}
+    px = t.proxy({"upstreams": {"g": {"protocol": "h2", "servers": [server]}},
+                  "routes": [{"path": "/", "upstream": "g", "protocol": "grpc"}]})
+    for i in range(3):
+        r = px.request("POST", "/test.Echo/Unary", headers=GRPC_HEADERS, body=frame(b"tls%d" % i))
+        assert r.status == 200 and unframe(r.body) == b"tls%d" % i, r
+    r = px.request("POST", "/test.Echo/Unary", headers=GRPC_HEADERS, body=frame(b"headers"))
+    assert json.loads(unframe(r.body))["x-forwarded-proto"] == "http"
+    # A TLS server that does not select h2 in ALPN (an HTTPS/1.1 backend) is not spoken to.
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(cert.cert, cert.key)
+    sctx.set_alpn_protocols(["http/1.1"])
+    https = t.backend("https1", tls_context=sctx)
+    plain = {"address": https.address, "tls": True, "sni": "grpc.test", "ca_file": ca.cert}
+    px2 = t.proxy({"upstreams": {"g": {"protocol": "h2", "servers": [plain]}},
+                   "routes": [{"path": "/", "upstream": "g", "protocol": "grpc"}]},
+                  name="proxyd2")
+    r = px2.request("POST", "/test.Echo/Unary", headers=GRPC_HEADERS, body=frame(b"x"))
+    assert r.status == 200 and r.header("grpc-status") == "14", r
+    wait_until(lambda: "did not select HTTP/2" in open(t.path("proxyd2/error.log")).read(), 5)
 
 
 # ----------------------------------------------------------------------------------------------
