@@ -28,6 +28,7 @@
 #include "worker/client_side.hpp"
 #include "worker/exchange.hpp"
 #include "worker/forward_headers.hpp"
+#include "worker/h2_client.hpp"
 #include "worker/request_flow.hpp"
 #include "worker/stream.hpp"
 #include "worker/upstream_pool.hpp"
@@ -108,7 +109,9 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     ClientConnection* next = nullptr;
 
   private:
-    enum class Phase { WaitingHead, Exchanging, Tunneling, Lingering, Closed };
+    // Http2: the connection speaks HTTP/2 (ALPN h2, or the preface with server.h2c) and its
+    // H2Client has everything but the socket.
+    enum class Phase { WaitingHead, Exchanging, Tunneling, Lingering, Http2, Closed };
 
     static void on_read_event(evutil_socket_t, short, void* arg);
     static void on_write_event(evutil_socket_t, short, void* arg);
@@ -124,6 +127,10 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     bool read_proxy_header();
     void read_proxy_header_before_tls();
     void read_request_head();
+    // Before the first request: is this HTTP/2? Decided (true) or not yet known (false, with
+    // `wait` set when more bytes are needed to tell).
+    bool speaks_h2(bool& wait);
+    void start_h2();
     void begin_request(const http::Request& request);
     void reject(Failure failure, std::string_view detail = {}, int parser_status = 0);
     Http1Request& new_request();
@@ -154,6 +161,8 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     EventPtr proxy_retry_timer_;
     bool close_after_response_ = false;
     std::unique_ptr<Http1Request> request_;  // the request in flight, if any
+    bool first_request_ = true;              // HTTP/2 is chosen before it, or never
+    std::unique_ptr<H2Client> h2_;
 };
 
 }  // namespace proxyd::worker

@@ -237,17 +237,23 @@ void build_client_response_head(const http::Response& response, const ClientResp
     out += "\r\n";
 }
 
+void build_error_body(int status, std::string_view detail, std::string_view request_id,
+                      std::string& out) {
+    out += "{\"error\": \"";
+    log::append_json_escaped(out, http::error_text(status));
+    if (!detail.empty()) {
+        out += ": ";
+        log::append_json_escaped(out, detail);
+    }
+    out += "\", \"request_id\": \"";
+    log::append_json_escaped(out, request_id);
+    out += "\"}\n";
+}
+
 void build_error_response(int status, std::string_view detail, const ClientResponseInfo& info,
                           std::string& out) {
-    std::string body = "{\"error\": \"";
-    log::append_json_escaped(body, http::error_text(status));
-    if (!detail.empty()) {
-        body += ": ";
-        log::append_json_escaped(body, detail);
-    }
-    body += "\", \"request_id\": \"";
-    log::append_json_escaped(body, info.request_id);
-    body += "\"}\n";
+    std::string body;
+    build_error_body(status, detail, info.request_id, body);
 
     out += "HTTP/1.1 ";
     append_number(out, static_cast<std::uint64_t>(status));
@@ -273,6 +279,78 @@ void build_bodiless_response(int status, const ClientResponseInfo& info, std::st
     if (status != 204 && status != 304) out += "Content-Length: 0\r\n";
     append_connection(info, out);
     out += "\r\n";
+}
+
+// ---- HTTP/2 field lists ------------------------------------------------------------------------
+
+namespace {
+
+void add_field(FieldList& out, std::string_view name, std::string_view value) {
+    out.push_back({std::string(name), std::string(value)});
+}
+
+// The access phase's lines ("Name: value\r\n" each) as fields.
+void add_lines_as_fields(std::string_view lines, FieldList& out) {
+    while (!lines.empty()) {
+        const std::size_t end = lines.find("\r\n");
+        const std::string_view line = lines.substr(0, end);
+        lines = end == std::string_view::npos ? std::string_view{} : lines.substr(end + 2);
+        const std::size_t colon = line.find(':');
+        if (colon == std::string_view::npos) continue;
+        std::string_view value = line.substr(colon + 1);
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+            value.remove_prefix(1);
+        }
+        add_field(out, line.substr(0, colon), value);
+    }
+}
+
+void add_extra_fields(const ClientResponseInfo& info, FieldList& out) {
+    if (info.extra_headers) {
+        for (const auto& [name, value] : *info.extra_headers) add_field(out, name, value);
+    }
+    add_field(out, "x-request-id", info.request_id);
+    add_lines_as_fields(info.extra_lines, out);
+}
+
+void add_content_length(FieldList& out, std::uint64_t length) {
+    std::string value;
+    append_number(value, length);
+    out.push_back({"content-length", std::move(value)});
+}
+
+}  // namespace
+
+void build_client_response_fields(const http::Response& response, const ClientResponseInfo& info,
+                                  FieldList& out) {
+    out.clear();
+    for (std::size_t i = 0; i < response.header_count; ++i) {
+        const auto& h = response.headers[i];
+        const bool known_length =
+            iequals(h.name, "content-length") && response.body != http::BodyKind::Chunked;
+        if (!known_length && is_hop_by_hop(h.name)) continue;
+        if (iequals(h.name, "x-request-id") || has_extra_header(info.extra_headers, h.name)) {
+            continue;
+        }
+        if (info.replace_cors && is_cors_header(h.name)) continue;
+        if (named_by_connection(response.headers, response.header_count, h.name)) continue;
+        add_field(out, h.name, h.value);
+    }
+    add_extra_fields(info, out);
+    if (!info.set_cookie.empty()) add_field(out, "set-cookie", info.set_cookie);
+}
+
+void build_error_fields(const ClientResponseInfo& info, std::size_t body_size, FieldList& out) {
+    out.clear();
+    add_field(out, "content-type", "application/json");
+    add_extra_fields(info, out);
+    add_content_length(out, body_size);
+}
+
+void build_bodiless_fields(int status, const ClientResponseInfo& info, FieldList& out) {
+    out.clear();
+    add_extra_fields(info, out);
+    if (status != 204 && status != 304) add_content_length(out, 0);
 }
 
 }  // namespace proxyd::worker
