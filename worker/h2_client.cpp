@@ -4,8 +4,6 @@
 
 #include <algorithm>
 
-#include <spdlog/spdlog.h>
-
 #include "worker/client_connection.hpp"
 #include "worker/worker.hpp"
 
