@@ -505,7 +505,7 @@ class H2Conn:
                 and not any(k.lower() == "content-length" for k, _ in headers)):
             hdrs.append(("content-length", str(len(body))))
         self.streams[sid] = H2Stream(sid, self.peer_initial_window)
-        end = (body is None) if end_stream is None else end_stream
+        end = True if end_stream is None else end_stream
         self.send_headers(sid, hdrs, end and body is None)
         if body is not None:
             self.send_data(sid, body, end=end)
@@ -883,22 +883,42 @@ def test_h2_many_concurrent_streams(t):
 
 
 def test_h2_curl_reuses_one_connection(t):
-    """curl --http2-prior-knowledge with 5 URLs: one TCP connection carries them all."""
+    """curl with 5 URLs over one HTTP/2 connection (ALPN h2 on TLS: curl 7.88's reuse of a
+    --http2-prior-knowledge connection is broken, curl issue 10634), and nghttp with 5 URIs over
+    h2c: every stream answered, and the access log shows one client address:port per run."""
+    import test_tls as tt
+    ca = tt.make_ca(t)
+    cert = tt.make_cert(t, ca, "a", ["a.test"])
     be = t.backend()
-    px = h2_proxy(t, be, log={"format": "json"})
-    urls = ["http://127.0.0.1:%d/echo?u=%d" % (px.port, i) for i in range(5)]
-    args = ["--http2-prior-knowledge", "-w", "%{http_version} %{http_code} %{num_connects}\\n"]
-    for u in urls:
-        args += ["-o", "/dev/null", u]
+    px = h2_proxy(t, be, log={"format": "json"},
+                  tls=tt.tls_section([cert], alpn=["h2", "http/1.1"]))
+    port = px.tls_ports[0]
+    args = ["--http2", "--cacert", ca.cert, "--resolve", "a.test:%d:127.0.0.1" % port,
+            "-w", "%{http_version} %{http_code} %{num_connects}\\n"]
+    for i in range(5):
+        args += ["-o", "/dev/null", "https://a.test:%d/echo?curl=%d" % (port, i)]
     r = curl(t, args)
     assert r.returncode == 0, r.stderr
     rows = [l.split() for l in r.stdout.splitlines() if l.strip()]
     assert rows == [["2", "200", "1"]] + [["2", "200", "0"]] * 4, (
         "curl: version, status, new connections per URL: %r" % rows)
     wait_until(lambda: be.served == 5, 3, 0.05)
-    recs = wait_until(lambda: len(access_lines(px)) >= 5 and access_records(px), 3, 0.05)
-    clients = {str(x.get("client")) for x in recs}
-    print("report: access log clients for 5 streams: %r" % sorted(clients))
+
+    uris = ["http://127.0.0.1:%d/echo?nghttp=%d" % (px.port, i) for i in range(5)]
+    r = run(t, ["nghttp", "-n", "-s", "-t", "10"] + uris, timeout=30)
+    assert r.returncode == 0 and _nghttp_codes(r.stdout) == [200] * 5, (r.stdout, r.stderr)
+    wait_until(lambda: be.served == 10, 3, 0.05)
+    recs = wait_until(lambda: len(access_lines(px)) >= 10 and access_records(px), 3, 0.05,
+                      "access log: %d lines for 10 streams" % len(access_lines(px)))
+    by_run = {}
+    for x in recs:
+        q = str(x.get("path", ""))
+        key = "curl" if "curl=" in q else "nghttp" if "nghttp=" in q else "?"
+        by_run.setdefault(key, set()).add(str(x.get("client")))
+    print("report: access log clients per run: %r" % by_run)
+    for key in ("curl", "nghttp"):
+        assert len(by_run.get(key, ())) == 1, (
+            "%s's 5 requests came from %r: expected one connection" % (key, by_run.get(key)))
 
 
 # ----------------------------------------------------------------------------------------------
