@@ -34,6 +34,8 @@ void Http1Request::reset() {
     wire = {};
     tunnel_upstream.reset();
     tunnel_upstream_eof = false;
+    frames_to_upstream = {};
+    frames_to_client = {};
 }
 
 ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer,

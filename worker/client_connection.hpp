@@ -32,6 +32,7 @@
 #include "worker/request_flow.hpp"
 #include "worker/stream.hpp"
 #include "worker/upstream_pool.hpp"
+#include "worker/websocket_frames.hpp"
 
 namespace proxyd::worker {
 
@@ -59,6 +60,9 @@ struct Http1Request {
     WireBytes wire;
     UpstreamPtr tunnel_upstream;       // after a 101: the flow's upstream connection
     bool tunnel_upstream_eof = false;  // the upstream has closed its side of the tunnel
+    // Frame boundaries each way, for the close frames of going_away().
+    WebSocketFrameTracker frames_to_upstream;
+    WebSocketFrameTracker frames_to_client;
 };
 
 class ClientConnection final : public ClientSide, public UpstreamUser {
@@ -71,6 +75,10 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     // The worker is draining: answer the current (or next) request with Connection: close.
     // `close_idle` closes a connection that is between requests at once.
     void begin_drain(bool close_idle);
+    // The drain deadline (shutdown_timeout) has come: a WebSocket tunnel tells both sides with a
+    // close frame 1001 (going away) where it can put one between frames, then it is closed.
+    // Other connections are left to the exit.
+    void going_away();
     void close();
     bool closed() const { return !stream_.is_open(); }
 
