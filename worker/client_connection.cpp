@@ -34,6 +34,8 @@ void Http1Request::reset() {
     wire = {};
     tunnel_upstream.reset();
     tunnel_upstream_eof = false;
+    frames_to_upstream = {};
+    frames_to_client = {};
 }
 
 ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_storage& peer,
@@ -75,6 +77,10 @@ void ClientConnection::start() {
 }
 
 void ClientConnection::begin_drain(bool close_idle) {
+    if (phase_ == Phase::Http2) {
+        h2_->begin_drain();
+        return;
+    }
     close_after_response_ = true;
     if (close_idle && phase_ == Phase::WaitingHead && evbuffer_get_length(stream_.in()) == 0) {
         close();
@@ -88,6 +94,7 @@ void ClientConnection::close() {
         worker_.stats().tunnels_active.fetch_sub(1, std::memory_order_relaxed);
         request_->flow.end_tunnel();
     }
+    if (phase_ == Phase::Http2) h2_->drop_streams();  // h2_ itself lives as long as this object
     phase_ = Phase::Closed;
     proxy_retry_timer_.reset();
     if (request_) {
@@ -115,6 +122,10 @@ void ClientConnection::on_timer_event(evutil_socket_t, short, void* arg) {
 void ClientConnection::on_readable() {
     if (tls_after_proxy_header_) return read_proxy_header_before_tls();
     if (phase_ == Phase::Tunneling) return on_tunnel_client_readable();
+    if (phase_ == Phase::Http2) {
+        if (!h2_->on_readable()) close();
+        return;
+    }
     if (phase_ == Phase::Lingering) {
         auto result = stream_.read(kHeadReadSize);
         std::size_t buffered = evbuffer_get_length(stream_.in());
@@ -167,6 +178,10 @@ void ClientConnection::process_input() {
 
 void ClientConnection::on_writable() {
     if (phase_ == Phase::Tunneling) return pump_tunnel();
+    if (phase_ == Phase::Http2) {
+        if (!h2_->on_writable()) close();
+        return;
+    }
     if (!stream_.flush()) {
         if (request_) {
             request_->flow.fail(Failure::ClientGone);
@@ -195,6 +210,9 @@ void ClientConnection::on_timer() {
                 request_->flow.fail(Failure::ClientGone, "client stopped reading");
             }
             return;
+        case Phase::Http2:
+            if (!h2_->on_idle_timer()) close();
+            return;
         case Phase::Tunneling:
         case Phase::Lingering:
         case Phase::Closed:
@@ -222,6 +240,11 @@ void ClientConnection::read_request_head() {
     if (!read_proxy_header()) return;
     std::size_t len = evbuffer_get_length(in);
     if (len == 0) return;
+    if (first_request_) {
+        bool wait = false;
+        if (speaks_h2(wait)) return start_h2();
+        if (wait) return;
+    }
     std::size_t window =
         std::min(len, std::max(server.limits.max_header_size, server.limits.max_uri_size) + 1024);
     auto* data =
@@ -248,6 +271,7 @@ void ClientConnection::read_request_head() {
 // A parsed head: the HTTP/1.1 side of the request is noted, and its flow takes it from here.
 void ClientConnection::begin_request(const http::Request& request) {
     head_timer_armed_ = false;
+    first_request_ = false;
     phase_ = Phase::Exchanging;
     Http1Request& r = new_request();
     r.version_minor = request.version_minor;
@@ -259,6 +283,34 @@ void ClientConnection::begin_request(const http::Request& request) {
     r.body_done = request.body == http::BodyKind::None;
     r.wire.in = request.head_length;
     r.flow.start(request);
+}
+
+// HTTP/2 is the ALPN choice on TLS, or, with server.h2c on a plain listener, the client's first
+// bytes are the connection preface (prior knowledge, RFC 9113 3.3). An HTTP/1.1 request line can
+// never start with "PRI * HTTP/2.0".
+bool ClientConnection::speaks_h2(bool& wait) {
+    if (tls_) {
+        const unsigned char* protocol = nullptr;
+        unsigned int length = 0;
+        SSL_get0_alpn_selected(stream_.ssl(), &protocol, &length);
+        return length == 2 && protocol[0] == 'h' && protocol[1] == '2';
+    }
+    if (!worker_.config().server.h2c) return false;
+    const std::size_t len = std::min(evbuffer_get_length(stream_.in()), kH2Preface.size());
+    const auto* data = reinterpret_cast<const char*>(
+        evbuffer_pullup(stream_.in(), static_cast<ev_ssize_t>(len)));
+    if (std::string_view(data, len) != kH2Preface.substr(0, len)) return false;
+    wait = len < kH2Preface.size();
+    return !wait;
+}
+
+void ClientConnection::start_h2() {
+    first_request_ = false;
+    head_timer_armed_ = false;
+    stream_.cancel_timer();
+    phase_ = Phase::Http2;
+    h2_ = std::make_unique<H2Client>(worker_, *this, stream_, peer_ip_, peer_port_, tls_);
+    if (!h2_->start()) close();
 }
 
 // No head to give a flow (it did not parse, or did not come in time): a bare one answers.

@@ -28,9 +28,11 @@
 #include "worker/client_side.hpp"
 #include "worker/exchange.hpp"
 #include "worker/forward_headers.hpp"
+#include "worker/h2_client.hpp"
 #include "worker/request_flow.hpp"
 #include "worker/stream.hpp"
 #include "worker/upstream_pool.hpp"
+#include "worker/websocket_frames.hpp"
 
 namespace proxyd::worker {
 
@@ -58,6 +60,9 @@ struct Http1Request {
     WireBytes wire;
     UpstreamPtr tunnel_upstream;       // after a 101: the flow's upstream connection
     bool tunnel_upstream_eof = false;  // the upstream has closed its side of the tunnel
+    // Frame boundaries each way, for the close frames of going_away().
+    WebSocketFrameTracker frames_to_upstream;
+    WebSocketFrameTracker frames_to_client;
 };
 
 class ClientConnection final : public ClientSide, public UpstreamUser {
@@ -70,6 +75,10 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     // The worker is draining: answer the current (or next) request with Connection: close.
     // `close_idle` closes a connection that is between requests at once.
     void begin_drain(bool close_idle);
+    // The drain deadline (shutdown_timeout) has come: a WebSocket tunnel tells both sides with a
+    // close frame 1001 (going away) where it can put one between frames, then it is closed.
+    // Other connections are left to the exit.
+    void going_away();
     void close();
     bool closed() const { return !stream_.is_open(); }
 
@@ -108,7 +117,9 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     ClientConnection* next = nullptr;
 
   private:
-    enum class Phase { WaitingHead, Exchanging, Tunneling, Lingering, Closed };
+    // Http2: the connection speaks HTTP/2 (ALPN h2, or the preface with server.h2c) and its
+    // H2Client has everything but the socket.
+    enum class Phase { WaitingHead, Exchanging, Tunneling, Lingering, Http2, Closed };
 
     static void on_read_event(evutil_socket_t, short, void* arg);
     static void on_write_event(evutil_socket_t, short, void* arg);
@@ -124,6 +135,10 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     bool read_proxy_header();
     void read_proxy_header_before_tls();
     void read_request_head();
+    // Before the first request: is this HTTP/2? Decided (true) or not yet known (false, with
+    // `wait` set when more bytes are needed to tell).
+    bool speaks_h2(bool& wait);
+    void start_h2();
     void begin_request(const http::Request& request);
     void reject(Failure failure, std::string_view detail = {}, int parser_status = 0);
     Http1Request& new_request();
@@ -154,6 +169,8 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     EventPtr proxy_retry_timer_;
     bool close_after_response_ = false;
     std::unique_ptr<Http1Request> request_;  // the request in flight, if any
+    bool first_request_ = true;              // HTTP/2 is chosen before it, or never
+    std::unique_ptr<H2Client> h2_;
 };
 
 }  // namespace proxyd::worker

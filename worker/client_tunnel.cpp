@@ -9,6 +9,8 @@
 // stays counted as active (least_conn sees tunnels) until the tunnel ends, and then the flow
 // writes the request's log line (end_tunnel, from close()), with status 101 and the bytes of the
 // whole tunnel as the connection counted them.
+#include <sys/random.h>
+
 #include "worker/client_connection.hpp"
 #include "worker/worker.hpp"
 
@@ -36,8 +38,14 @@ void ClientConnection::pump_tunnel() {
     auto& upstream = request_->tunnel_upstream->stream;
     const std::size_t up = evbuffer_get_length(stream_.in());
     const std::size_t down = evbuffer_get_length(upstream.in());
-    if (up > 0) evbuffer_add_buffer(upstream.out(), stream_.in());
-    if (down > 0) evbuffer_add_buffer(stream_.out(), upstream.in());
+    if (up > 0) {
+        request_->frames_to_upstream.feed(stream_.in());
+        evbuffer_add_buffer(upstream.out(), stream_.in());
+    }
+    if (down > 0) {
+        request_->frames_to_client.feed(upstream.in());
+        evbuffer_add_buffer(stream_.out(), upstream.in());
+    }
     request_->wire.in += up;
     request_->wire.out += down;
     if (!upstream.flush() || !stream_.flush()) return close();
@@ -50,6 +58,25 @@ void ClientConnection::pump_tunnel() {
     upstream.enable_read(!request_->tunnel_upstream_eof &&
                          stream_.pending_output() < kTunnelHighWatermark);
     upstream.arm_timer(worker_.config().server.timeouts.tunnel_idle);
+}
+
+void ClientConnection::going_away() {
+    if (phase_ != Phase::Tunneling) return;  // the process exits: the kernel closes the rest
+    auto& upstream = request_->tunnel_upstream->stream;
+    if (request_->frames_to_client.at_boundary()) {
+        std::uint8_t frame[4];
+        evbuffer_add(stream_.out(), frame, going_away_frame_to_client(frame));
+    }
+    if (request_->frames_to_upstream.at_boundary()) {
+        std::uint32_t mask = 0x5a17c0de;
+        if (::getrandom(&mask, sizeof mask, GRND_NONBLOCK) != sizeof mask) mask ^= 0x9e3779b9;
+        std::uint8_t frame[8];
+        evbuffer_add(upstream.out(), frame, going_away_frame_to_server(frame, mask));
+    }
+    // One write each, as far as the sockets take it; the kernel sends the rest after the close.
+    (void)upstream.flush();
+    (void)stream_.flush();
+    close();
 }
 
 void ClientConnection::on_tunnel_client_readable() {

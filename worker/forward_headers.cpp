@@ -170,74 +170,6 @@ void build_upstream_request_head(const http::Request& request, const UpstreamReq
     out += "\r\n";
 }
 
-namespace {
-
-void add_field(std::vector<h2::Header>& out, std::string_view name, std::string_view value) {
-    out.push_back({std::string(name), std::string(value)});
-}
-
-// "Name: value\r\n" lines (the access phase's) as fields.
-void add_lines(std::vector<h2::Header>& out, std::string_view lines) {
-    while (!lines.empty()) {
-        const auto end = lines.find("\r\n");
-        const std::string_view line = lines.substr(0, end);
-        lines = end == std::string_view::npos ? std::string_view() : lines.substr(end + 2);
-        const auto colon = line.find(':');
-        if (colon == std::string_view::npos) continue;
-        std::string_view value = line.substr(colon + 1);
-        while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-        add_field(out, line.substr(0, colon), value);
-    }
-}
-
-}  // namespace
-
-void build_upstream_h2_fields(const http::Request& request, const UpstreamRequestInfo& info,
-                              std::vector<h2::Header>& out, std::string& authority) {
-    out.clear();
-    bool host_seen = false;
-    bool trailers = false;
-    for (std::size_t i = 0; i < request.header_count; ++i) {
-        const auto& h = request.headers[i];
-        if (iequals(h.name, "te")) {
-            trailers = trailers || http::list_contains_token(h.value, "trailers");
-            continue;
-        }
-        if (is_hop_by_hop(h.name) || is_replaced_upstream(h.name)) continue;
-        if (is_removed(info.removed_headers, h.name)) continue;
-        if (named_by_connection(request.headers, request.header_count, h.name)) continue;
-        if (iequals(h.name, "host")) {
-            host_seen = true;
-            continue;
-        }
-        add_field(out, h.name, h.value);
-    }
-    authority.assign(request.host.empty() ? info.default_host : request.host);
-    if (trailers) add_field(out, "te", "trailers");
-    std::string forwarded_for;
-    for (std::size_t i = 0; i < request.header_count; ++i) {
-        if (iequals(request.headers[i].name, "x-forwarded-for") &&
-            !request.headers[i].value.empty()) {
-            forwarded_for += request.headers[i].value;
-            forwarded_for += ", ";
-        }
-    }
-    forwarded_for += info.client_ip;
-    add_field(out, "x-forwarded-for", forwarded_for);
-    add_field(out, "x-forwarded-proto", info.proto);
-    if (host_seen) add_field(out, "x-forwarded-host", request.host);
-    add_field(out, "x-real-ip", info.real_ip);
-    add_field(out, "x-request-id", info.request_id);
-    if (!info.traceparent.empty()) add_field(out, "traceparent", info.traceparent);
-    add_lines(out, info.extra_lines);
-    if (info.framing == Framing::ContentLength) {
-        char digits[24];
-        auto [end, ec] = std::to_chars(digits, digits + sizeof digits, info.content_length);
-        add_field(out, "content-length",
-                  std::string_view(digits, static_cast<std::size_t>(end - digits)));
-    }
-}
-
 bool wants_websocket(const http::Request& request) {
     if (request.method != "GET" || request.version_minor != 1 || !request.has_upgrade) {
         return false;
@@ -303,17 +235,23 @@ void build_client_response_head(const http::Response& response, const ClientResp
     out += "\r\n";
 }
 
+void build_error_body(int status, std::string_view detail, std::string_view request_id,
+                      std::string& out) {
+    out += "{\"error\": \"";
+    log::append_json_escaped(out, http::error_text(status));
+    if (!detail.empty()) {
+        out += ": ";
+        log::append_json_escaped(out, detail);
+    }
+    out += "\", \"request_id\": \"";
+    log::append_json_escaped(out, request_id);
+    out += "\"}\n";
+}
+
 void build_error_response(int status, std::string_view detail, const ClientResponseInfo& info,
                           std::string& out) {
-    std::string body = "{\"error\": \"";
-    log::append_json_escaped(body, http::error_text(status));
-    if (!detail.empty()) {
-        body += ": ";
-        log::append_json_escaped(body, detail);
-    }
-    body += "\", \"request_id\": \"";
-    log::append_json_escaped(body, info.request_id);
-    body += "\"}\n";
+    std::string body;
+    build_error_body(status, detail, info.request_id, body);
 
     out += "HTTP/1.1 ";
     append_number(out, static_cast<std::uint64_t>(status));
@@ -339,6 +277,124 @@ void build_bodiless_response(int status, const ClientResponseInfo& info, std::st
     if (status != 204 && status != 304) out += "Content-Length: 0\r\n";
     append_connection(info, out);
     out += "\r\n";
+}
+
+// ---- HTTP/2 field lists ------------------------------------------------------------------------
+
+namespace {
+
+void add_field(FieldList& out, std::string_view name, std::string_view value) {
+    out.push_back({std::string(name), std::string(value)});
+}
+
+// The access phase's lines ("Name: value\r\n" each) as fields.
+void add_lines_as_fields(std::string_view lines, FieldList& out) {
+    while (!lines.empty()) {
+        const std::size_t end = lines.find("\r\n");
+        const std::string_view line = lines.substr(0, end);
+        lines = end == std::string_view::npos ? std::string_view{} : lines.substr(end + 2);
+        const std::size_t colon = line.find(':');
+        if (colon == std::string_view::npos) continue;
+        std::string_view value = line.substr(colon + 1);
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+            value.remove_prefix(1);
+        }
+        add_field(out, line.substr(0, colon), value);
+    }
+}
+
+void add_extra_fields(const ClientResponseInfo& info, FieldList& out) {
+    if (info.extra_headers) {
+        for (const auto& [name, value] : *info.extra_headers) add_field(out, name, value);
+    }
+    add_field(out, "x-request-id", info.request_id);
+    add_lines_as_fields(info.extra_lines, out);
+}
+
+void add_content_length(FieldList& out, std::uint64_t length) {
+    std::string value;
+    append_number(value, length);
+    out.push_back({"content-length", std::move(value)});
+}
+
+}  // namespace
+
+void build_client_response_fields(const http::Response& response, const ClientResponseInfo& info,
+                                  FieldList& out) {
+    out.clear();
+    for (std::size_t i = 0; i < response.header_count; ++i) {
+        const auto& h = response.headers[i];
+        const bool known_length =
+            iequals(h.name, "content-length") && response.body != http::BodyKind::Chunked;
+        if (!known_length && is_hop_by_hop(h.name)) continue;
+        if (iequals(h.name, "x-request-id") || has_extra_header(info.extra_headers, h.name)) {
+            continue;
+        }
+        if (info.replace_cors && is_cors_header(h.name)) continue;
+        if (named_by_connection(response.headers, response.header_count, h.name)) continue;
+        add_field(out, h.name, h.value);
+    }
+    add_extra_fields(info, out);
+    if (!info.set_cookie.empty()) add_field(out, "set-cookie", info.set_cookie);
+}
+
+void build_error_fields(const ClientResponseInfo& info, std::size_t body_size, FieldList& out) {
+    out.clear();
+    add_field(out, "content-type", "application/json");
+    add_extra_fields(info, out);
+    add_content_length(out, body_size);
+}
+
+void build_bodiless_fields(int status, const ClientResponseInfo& info, FieldList& out) {
+    out.clear();
+    add_extra_fields(info, out);
+    if (status != 204 && status != 304) add_content_length(out, 0);
+}
+
+void build_upstream_h2_fields(const http::Request& request, const UpstreamRequestInfo& info,
+                              std::vector<h2::Header>& out, std::string& authority) {
+    out.clear();
+    bool host_seen = false;
+    bool trailers = false;
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        const auto& h = request.headers[i];
+        if (iequals(h.name, "te")) {
+            trailers = trailers || http::list_contains_token(h.value, "trailers");
+            continue;
+        }
+        if (is_hop_by_hop(h.name) || is_replaced_upstream(h.name)) continue;
+        if (is_removed(info.removed_headers, h.name)) continue;
+        if (named_by_connection(request.headers, request.header_count, h.name)) continue;
+        if (iequals(h.name, "host")) {
+            host_seen = true;
+            continue;
+        }
+        add_field(out, h.name, h.value);
+    }
+    authority.assign(request.host.empty() ? info.default_host : request.host);
+    if (trailers) add_field(out, "te", "trailers");
+    std::string forwarded_for;
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        if (iequals(request.headers[i].name, "x-forwarded-for") &&
+            !request.headers[i].value.empty()) {
+            forwarded_for += request.headers[i].value;
+            forwarded_for += ", ";
+        }
+    }
+    forwarded_for += info.client_ip;
+    add_field(out, "x-forwarded-for", forwarded_for);
+    add_field(out, "x-forwarded-proto", info.proto);
+    if (host_seen) add_field(out, "x-forwarded-host", request.host);
+    add_field(out, "x-real-ip", info.real_ip);
+    add_field(out, "x-request-id", info.request_id);
+    if (!info.traceparent.empty()) add_field(out, "traceparent", info.traceparent);
+    add_lines_as_fields(info.extra_lines, out);
+    if (info.framing == Framing::ContentLength) {
+        char digits[24];
+        auto [end, ec] = std::to_chars(digits, digits + sizeof digits, info.content_length);
+        add_field(out, "content-length",
+                  std::string_view(digits, static_cast<std::size_t>(end - digits)));
+    }
 }
 
 }  // namespace proxyd::worker

@@ -99,6 +99,19 @@ void build_error_response(int status, std::string_view detail, const ClientRespo
 // A proxy-generated response without a body (204 for a CORS preflight).
 void build_bodiless_response(int status, const ClientResponseInfo& info, std::string& out);
 
+// ---- the same responses toward an HTTP/2 client: field lists for a HEADERS frame, without the
+// framing and connection fields HTTP/2 has no use for (a known Content-Length is kept: it lets
+// the client size its buffers; h2::HeaderBlock drops whatever connection-specific field is left).
+using FieldList = std::vector<h2::Header>;
+
+void build_client_response_fields(const http::Response& response, const ClientResponseInfo& info,
+                                  FieldList& out);
+// An error's JSON body alone, and the fields that go with it.
+void build_error_body(int status, std::string_view detail, std::string_view request_id,
+                      std::string& out);
+void build_error_fields(const ClientResponseInfo& info, std::size_t body_size, FieldList& out);
+void build_bodiless_fields(int status, const ClientResponseInfo& info, FieldList& out);
+
 // Whether the client connection can stay open for the next request, given the client's wish and
 // how the body will be framed for it (HTTP/1.0 cannot take chunked).
 Framing choose_client_framing(const http::Response& response, int client_version_minor,

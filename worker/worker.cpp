@@ -309,6 +309,11 @@ void Worker::on_drain_deadline(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Worker*>(arg);
     spdlog::warn("shutdown_timeout reached with {} connection(s) open; closing them",
                  self->open_connections_);
+    for (ClientConnection* c = self->connections_; c;) {
+        ClientConnection* next = c->next;
+        c->going_away();
+        c = next;
+    }
     self->stop_now();
 }
 

@@ -19,13 +19,12 @@ constexpr std::string_view kServerKeys[] = {
     "listen",           "workers",        "control_socket",  "pid_file", "max_connections",
     "shutdown_timeout", "real_ip_header", "trusted_proxies", "timeouts", "limits",
     "response_headers", "hosts_file",     "proxy_protocol",  "user",     "group",
-    "state_file"};
-constexpr std::string_view kServerLater[] = {"h2c"};
+    "state_file",       "h2c"};
 constexpr std::string_view kTimeoutKeys[] = {
     "header",        "body",        "keepalive",     "upstream_connect", "upstream_response",
     "upstream_idle", "tunnel_idle", "min_rate_grace"};
 constexpr std::string_view kLimitKeys[] = {"max_header_size", "max_body_size", "max_uri_size",
-                                           "min_request_rate"};
+                                           "min_request_rate", "max_concurrent_streams"};
 
 // The proxy writes these itself (framing, connection handling); a fixed value would corrupt
 // responses.
@@ -131,6 +130,7 @@ void parse_limits(Reader& r, const toml::node& node, Limits& out) {
     if (const toml::node* n = t->get("min_request_rate")) {
         if (const auto rate = r.size(*n, "min_request_rate")) out.min_request_rate = *rate;
     }
+    r.read(*t, "max_concurrent_streams", out.max_concurrent_streams, 1, 10'000);
 }
 
 bool valid_header_value(std::string_view value) {
@@ -143,7 +143,7 @@ bool valid_header_value(std::string_view value) {
 void parse_response_header(Reader& r, const toml::key& key, const toml::node& value,
                            ServerSection& out) {
     const std::string_view name = key.str();
-    if (!value.is_string() && (in(kServerKeys, name) || in(kServerLater, name))) {
+    if (!value.is_string() && (in(kServerKeys, name))) {
         // TOML puts every key after a table header into that table: an easy slip here.
         r.error(loc_of(key), quote(name) +
                                  " is a [server] option but is written inside "
@@ -233,7 +233,7 @@ void parse_user(Reader& r, const toml::table& server, ServerSection& out) {
 void parse_server(Reader& r, const toml::node& node, ServerSection& out) {
     const toml::table* server = r.table(node, "server");
     if (server == nullptr) return;
-    r.check_keys(*server, "in [server]", kServerKeys, kServerLater);
+    r.check_keys(*server, "in [server]", kServerKeys);
     parse_listen(r, *server, "in [server]", out.listen);
     parse_workers(r, *server, out);
     parse_control_socket(r, *server, out);
@@ -251,6 +251,7 @@ void parse_server(Reader& r, const toml::node& node, ServerSection& out) {
     r.read_duration(*server, "shutdown_timeout", out.shutdown_timeout, true);
     parse_real_ip(r, *server, out);
     r.read(*server, "proxy_protocol", out.proxy_protocol);
+    r.read(*server, "h2c", out.h2c);
     if (const toml::node* n = server->get("timeouts")) parse_timeouts(r, *n, out.timeouts);
     if (const toml::node* n = server->get("limits")) parse_limits(r, *n, out.limits);
     if (const toml::node* n = server->get("response_headers")) {

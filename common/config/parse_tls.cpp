@@ -113,14 +113,6 @@ void parse_alpn(Reader& r, const toml::node& node, TlsSection& out) {
         }
     }
     if (!ok || items->size() != node.as_array()->size()) return;
-    if (std::find(protocols.begin(), protocols.end(), "http/1.1") == protocols.end()) {
-        // "h2" is accepted ahead of HTTP/2 but not offered yet: without "http/1.1" a TLS
-        // listener would have no protocol to speak.
-        r.error(node,
-                "\"alpn\" must include \"http/1.1\": \"h2\" is accepted but not offered "
-                "until HTTP/2 is supported");
-        return;
-    }
     out.alpn = std::move(protocols);
 }
 

@@ -44,6 +44,7 @@ json server_json(const ServerSection& s) {
                 {"real_ip_header", s.real_ip_header},
                 {"trusted_proxies", trusted},
                 {"proxy_protocol", s.proxy_protocol},
+                {"h2c", s.h2c},
                 {"timeouts",
                  {{"header", format_duration(t.header)},
                   {"body", format_duration(t.body)},
@@ -57,7 +58,8 @@ json server_json(const ServerSection& s) {
                  {{"max_header_size", l.max_header_size},
                   {"max_body_size", l.max_body_size},
                   {"max_uri_size", l.max_uri_size},
-                  {"min_request_rate", l.min_request_rate}}},
+                  {"min_request_rate", l.min_request_rate},
+                  {"max_concurrent_streams", l.max_concurrent_streams}}},
                 {"response_headers", headers}};
     if (!s.user.empty()) out["user"] = s.user;
     if (!s.group.empty()) out["group"] = s.group;

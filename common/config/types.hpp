@@ -54,6 +54,8 @@ struct Limits {
     std::size_t max_body_size = 10 * 1024 * 1024;
     std::size_t max_uri_size = 8 * 1024;
     std::size_t min_request_rate = 512;  // bytes per second for request heads; 0 = off
+    // HTTP/2: streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    int max_concurrent_streams = 128;
 };
 
 struct ServerSection {
@@ -83,6 +85,9 @@ struct ServerSection {
     // Every connection starts with a PROXY protocol v1 or v2 header from an L4 balancer; the
     // address it carries becomes the client's.
     bool proxy_protocol = false;
+    // Plain listeners also take HTTP/2 with prior knowledge (the client's first bytes are the
+    // HTTP/2 connection preface); TLS listeners choose HTTP/2 by ALPN ([tls] alpn).
+    bool h2c = false;
 };
 
 enum class Balance {
@@ -264,8 +269,7 @@ struct TlsCertificate {
 struct TlsSection {
     bool enabled = false;  // [tls] present
     std::vector<SocketAddress> listen;
-    // Offered by ALPN, in order of preference. "h2" is accepted but not offered until HTTP/2
-    // is implemented.
+    // Offered by ALPN, in order of preference ("h2", "http/1.1").
     std::vector<std::string> alpn{"http/1.1"};
     bool session_tickets = true;
     // Ticket keys (made by the master, shared by every worker) are replaced this often; a ticket

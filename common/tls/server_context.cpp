@@ -45,19 +45,12 @@ std::size_t type_index(KeyType type) {
     return static_cast<std::size_t>(type);
 }
 
-// HTTP/2 is offered only once it is implemented; until then a config listing "h2" still works
-// over HTTP/1.1.
+// The ALPN list in wire format (length-prefixed names), in the config's order of preference.
 std::vector<unsigned char> alpn_wire(const std::vector<std::string>& protocols) {
     std::vector<unsigned char> wire;
     for (const auto& protocol : protocols) {
-        if (protocol != "http/1.1") continue;
         wire.push_back(static_cast<unsigned char>(protocol.size()));
         wire.insert(wire.end(), protocol.begin(), protocol.end());
-    }
-    if (wire.empty()) {
-        static constexpr std::string_view kHttp11 = "http/1.1";
-        wire.push_back(static_cast<unsigned char>(kHttp11.size()));
-        wire.insert(wire.end(), kHttp11.begin(), kHttp11.end());
     }
     return wire;
 }

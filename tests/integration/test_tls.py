@@ -578,16 +578,31 @@ def test_tls_alpn_curl_forwarded_proto_hsts(t):
     assert xfp == ["http"], "plain listener: backend saw X-Forwarded-Proto %r" % xfp
 
 
-def test_tls_alpn_h2_not_offered(t):
-    """alpn = ["h2", "http/1.1"] is accepted; h2 is not negotiated (not implemented yet)."""
+def test_tls_alpn_order(t):
+    """ALPN follows the server's order: with ["h2", "http/1.1"] a client offering both gets h2 (and
+    is served HTTP/2), one offering only http/1.1 gets it; with ["http/1.1"] h2 is never chosen
+    and a client offering only h2 is refused (no_application_protocol)."""
     ca = make_ca(t)
     a = make_cert(t, ca, "a", ["a.test"])
     px, be = tls_proxy(t, [a], alpn=["h2", "http/1.1"])
-    sc = s_client(px.tls_port, "-alpn", "h2,http/1.1", servername="a.test", cafile=ca.cert)
-    assert sc.ok and sc.alpn == "http/1.1", (
-        "client offering h2,http/1.1 should get http/1.1:\n%s" % sc.describe())
-    r, f = https_get(px.tls_port, client_ctx(ca, alpn=["h2", "http/1.1"]), "a.test")
+    sc = s_client(px.tls_port, "-alpn", "http/1.1,h2", servername="a.test", cafile=ca.cert)
+    assert sc.ok and sc.alpn == "h2", "client offering http/1.1,h2 should get h2:\n%s" % sc.describe()
+    sc = s_client(px.tls_port, "-alpn", "http/1.1", servername="a.test", cafile=ca.cert)
+    assert sc.ok and sc.alpn == "http/1.1", sc.describe()
+    r, f = https_get(px.tls_port, client_ctx(ca, alpn=["http/1.1"]), "a.test")
     assert f["alpn"] == "http/1.1" and r.status == 200, (f["alpn"], r)
+    out = subprocess.run(["curl", "-s", "--http2", "--cacert", ca.cert, "-o", "/dev/null",
+                          "-w", "%{http_version} %{http_code}",
+                          "--resolve", "a.test:%d:127.0.0.1" % px.tls_port,
+                          "https://a.test:%d/" % px.tls_port],
+                         capture_output=True, text=True, timeout=10)
+    assert out.stdout == "2 200", (out.stdout, out.stderr)
+
+    px2, be2 = tls_proxy(t, [a], alpn=["http/1.1"], name="proxyd2")
+    sc = s_client(px2.tls_port, "-alpn", "h2,http/1.1", servername="a.test", cafile=ca.cert)
+    assert sc.ok and sc.alpn == "http/1.1", sc.describe()
+    sc = s_client(px2.tls_port, "-alpn", "h2", servername="a.test", cafile=ca.cert)
+    assert not sc.ok or sc.alpn != "h2", sc.describe()
 
 
 # ----------------------------------------------------------------------------------------------

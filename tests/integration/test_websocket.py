@@ -355,12 +355,16 @@ def test_websocket_tunnel_survives_reload_until_shutdown_timeout(t):
             print("report: tunnel on the draining worker closed %.2fs after the reload "
                   "(shutdown_timeout 3s), close code %r" % (took, old.close_code))
             assert 2.0 <= took <= 6.0, "closed %.2fs after the reload, expected ~3s" % took
+            # CONTRACT.md: tunnels open at shutdown_timeout get a close frame 1001 (going away)
+            assert old.close_code == 1001, old.close_code
 
             # the tunnel on the new generation is unaffected
             await asyncio.sleep(0.3)
             for i in range(3):
                 await _echo(new, "new still works %d" % i)
             await _wait(lambda: peer.closed("/old"), 3, "the server never saw /old closed")
+            # the server side got its own close frame 1001 from the proxy
+            assert peer.closed("/old")[0]["code"] == 1001, peer.closed("/old")
             assert not peer.closed("/new")
             await _wait(lambda: all(w["generation"] == gen0 + 1
                                     for w in px.status_json()["workers"]), 5,
@@ -410,6 +414,7 @@ def test_websocket_tunnel_survives_binary_upgrade_until_shutdown_timeout(t):
             print("report: tunnel on the old master's worker closed %.2fs after the upgrade "
                   "(shutdown_timeout 3s)" % took)
             assert 2.0 <= took <= 6.0, "closed %.2fs after the upgrade, expected ~3s" % took
+            assert old.close_code == 1001, old.close_code  # going away
             await _wait(lambda: not harness.pid_alive(old_master), 5,
                         "the old master did not exit after its last tunnel")
             for i in range(2):
@@ -1194,6 +1199,7 @@ def test_websocket_tunnel_during_graceful_stop(t):
                   "(shutdown_timeout 2s)" % (closed_after, exited_after))
             assert refused, "a new connection was accepted during the graceful stop"
             assert 1.5 <= closed_after <= 4.5, closed_after
+            assert ws.close_code == 1001, ws.close_code  # going away
             assert code is not None, "master still running"
             assert stopper.returncode == 0, (stopper.returncode, out, err)
             await _wait(lambda: peer.closed("/stopping"), 2, "server never saw the close")

@@ -46,9 +46,6 @@ ssize_t BodySender::add(const std::uint8_t* data, std::size_t len) {
 ssize_t BodySender::read(nghttp2_session* session, std::int32_t id, OutgoingBody* body,
                          std::size_t length, std::uint32_t* flags, HeaderBlock& scratch) {
     if (body == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    // The output is full enough: leave the rest in the streams' chains, where it counts as
-    // pending (backpressure) and nghttp2 still chooses which stream goes next.
-    if (evbuffer_get_length(out_) >= watermark_) return NGHTTP2_ERR_PAUSE;
     const std::size_t buffered = body->pending();
     const std::size_t n = std::min(length, buffered);
     if (n == 0 && !body->ended) {
@@ -76,6 +73,11 @@ int BodySender::write_data_frame(OutgoingBody* body, const std::uint8_t* frame_h
     if (body == nullptr || body->pending() < len) {
         return NGHTTP2_ERR_CALLBACK_FAILURE;  // read() just promised these bytes
     }
+    // The output is full enough: nghttp2 keeps this frame and offers it again at the next
+    // flush; the rest stays in the streams' chains, where it counts as pending (backpressure).
+    // (The documented way to stop a send: a read callback's NGHTTP2_ERR_PAUSE is not one, and
+    // can leave a stream deferred with nobody to resume it.)
+    if (evbuffer_get_length(out_) >= watermark_) return NGHTTP2_ERR_WOULDBLOCK;
     // No padding: the sessions set no padding callback, so the frame is its header and the
     // payload.
     evbuffer_add(out_, frame_header, 9);

@@ -308,7 +308,6 @@ TEST_CASE("keys of later features are recognised and refused") {
     check_errors(R"(
 [server]
 listen = ["127.0.0.1:8080"]
-h2c = true
 [cache]
 max_size = "1MiB"
 [compression]
@@ -325,11 +324,10 @@ protocol = "grpc"
 cache = { ttl = "5m" }
 compress = false
 )",
-                 "test.toml:3:1: \"h2c\" is not supported yet\n"
-                 "test.toml:4:2: \"cache\" is not supported yet\n"
-                 "test.toml:6:2: \"compression\" is not supported yet\n"
-                 "test.toml:17:1: \"cache\" is not supported yet\n"
-                 "test.toml:18:1: \"compress\" is not supported yet\n");
+                 "test.toml:3:2: \"cache\" is not supported yet\n"
+                 "test.toml:5:2: \"compression\" is not supported yet\n"
+                 "test.toml:16:1: \"cache\" is not supported yet\n"
+                 "test.toml:17:1: \"compress\" is not supported yet\n");
 }
 
 TEST_CASE("balance: every algorithm is read; an unknown one lists the valid values") {

@@ -184,7 +184,7 @@ TEST_CASE("server tls: RSA and ECDSA certificates for one name, chosen by the cl
           "rsa");
 }
 
-TEST_CASE("server tls: ALPN answers http/1.1 and refuses a client offering only h2") {
+TEST_CASE("server tls: ALPN picks by the server's order and refuses what it does not offer") {
     auto a = make_cert({TestKey::Ecdsa, "a", {"a.test"}});
     auto ring = make_ring();
     std::string error;
@@ -192,11 +192,21 @@ TEST_CASE("server tls: ALPN answers http/1.1 and refuses a client offering only 
     section.alpn = {"h2", "http/1.1"};
     auto server = tls::ServerTls::create(section, &*ring, kNow, error);
     REQUIRE_MESSAGE(server, error);
-    static const unsigned char both[] = "\x02h2\x08http/1.1";
+    static const unsigned char both[] = "\x08http/1.1\x02h2";
     static const unsigned char h2[] = "\x02h2";
+    static const unsigned char h11[] = "\x08http/1.1";
+    static const unsigned char h10[] = "\x08http/1.0";
+    CHECK(handshake(*server, "a.test", nullptr, nullptr, both, sizeof both - 1).alpn == "h2");
+    CHECK(handshake(*server, "a.test", nullptr, nullptr, h2, sizeof h2 - 1).alpn == "h2");
+    CHECK(handshake(*server, "a.test", nullptr, nullptr, h11, sizeof h11 - 1).alpn == "http/1.1");
+    CHECK_FALSE(handshake(*server, "a.test", nullptr, nullptr, h10, sizeof h10 - 1).ok);
+    CHECK(handshake(*server, "a.test").ok);  // no ALPN at all is fine
+
+    section.alpn = {"http/1.1"};
+    server = tls::ServerTls::create(section, &*ring, kNow, error);
+    REQUIRE_MESSAGE(server, error);
     CHECK(handshake(*server, "a.test", nullptr, nullptr, both, sizeof both - 1).alpn == "http/1.1");
     CHECK_FALSE(handshake(*server, "a.test", nullptr, nullptr, h2, sizeof h2 - 1).ok);
-    CHECK(handshake(*server, "a.test").ok);  // no ALPN at all is fine
 }
 
 TEST_CASE("server tls: a ticket from one context set resumes on another sharing the ring") {

@@ -267,3 +267,72 @@ TEST_CASE("websocket handshake: Upgrade and Connection kept both ways, other hop
     CHECK_FALSE(has_name(out, "Transfer-Encoding"));
     CHECK(out.find("Connection:") == out.rfind("Connection:"));
 }
+
+namespace {
+
+std::string field(const worker::FieldList& fields, const std::string& name) {
+    std::string values;
+    for (const auto& f : fields) {
+        if (f.name != name) continue;
+        if (!values.empty()) values += "|";
+        values += f.value;
+    }
+    return values;
+}
+
+}  // namespace
+
+TEST_CASE("HTTP/2 response fields: the HTTP/1.1 head's filtering, without framing fields") {
+    auto response = parse_response(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n"
+        "X-Hop: 1\r\nTransfer-Encoding: chunked\r\nTrailer: grpc-status\r\nUpgrade: h2c\r\n"
+        "X-Request-Id: upstream-id\r\nAccess-Control-Allow-Origin: *\r\nX-Frame: DENY\r\n"
+        "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n");
+    worker::HeaderList extra{{"X-Frame", "SAMEORIGIN"}};
+    worker::ClientResponseInfo info;
+    info.request_id = "rid";
+    info.extra_headers = &extra;
+    info.extra_lines = "Access-Control-Allow-Origin: https://a.test\r\nVary: Origin\r\n";
+    info.replace_cors = true;
+    info.set_cookie = "srv=abc; Path=/";
+    worker::FieldList fields;
+    worker::build_client_response_fields(response, info, fields);
+    for (const char* gone : {"Connection", "Keep-Alive", "X-Hop", "Transfer-Encoding", "Trailer",
+                             "Upgrade", "content-length"}) {
+        CHECK_MESSAGE(field(fields, gone).empty(), gone);
+    }
+    CHECK(field(fields, "x-request-id") == "rid");
+    CHECK(field(fields, "X-Frame") == "SAMEORIGIN");
+    CHECK(field(fields, "Access-Control-Allow-Origin") == "https://a.test");
+    CHECK(field(fields, "Vary") == "Origin");
+    CHECK(field(fields, "Set-Cookie") == "a=1|b=2");
+    CHECK(field(fields, "set-cookie") == "srv=abc; Path=/");
+
+    SUBCASE("a known length is kept") {
+        auto sized = parse_response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
+        worker::build_client_response_fields(sized, {}, fields);
+        CHECK(field(fields, "Content-Length") == "3");
+        auto head = parse_response("HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n", true);
+        worker::build_client_response_fields(head, {}, fields);
+        CHECK(field(fields, "Content-Length") == "30");
+    }
+}
+
+TEST_CASE("HTTP/2 error and bodiless fields") {
+    worker::ClientResponseInfo info;
+    info.request_id = "rid";
+    info.extra_lines = "Retry-After: 3\r\n";
+    std::string body;
+    worker::build_error_body(429, "slow down", info.request_id, body);
+    CHECK(body == "{\"error\": \"rate limited: slow down\", \"request_id\": \"rid\"}\n");
+    worker::FieldList fields;
+    worker::build_error_fields(info, body.size(), fields);
+    CHECK(field(fields, "content-type") == "application/json");
+    CHECK(field(fields, "content-length") == std::to_string(body.size()));
+    CHECK(field(fields, "Retry-After") == "3");
+    CHECK(field(fields, "x-request-id") == "rid");
+    worker::build_bodiless_fields(204, info, fields);
+    CHECK(field(fields, "content-length").empty());
+    worker::build_bodiless_fields(200, info, fields);
+    CHECK(field(fields, "content-length") == "0");
+}
