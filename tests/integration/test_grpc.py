@@ -56,7 +56,7 @@ class Peer:
         self.address = "127.0.0.1:%d" % self.port
 
 
-def grpc_proxy(t, *addresses, route=None, server=None, upstream=None, h2c=True):
+def grpc_proxy(t, *addresses, route=None, server=None, upstream=None, h2c=True, name="proxyd"):
     """proxyd with h2c on its listener (unless h2c=False: HTTP/1.1 clients only), upstream "g"
     (h2c) and a gRPC route "/" -> "g"."""
     servers = [{"address": a} for a in addresses]
@@ -65,7 +65,7 @@ def grpc_proxy(t, *addresses, route=None, server=None, upstream=None, h2c=True):
                                             upstream or {})},
            "routes": [harness.merge({"path": "/", "upstream": "g", "protocol": "grpc"},
                                     route or {})]}
-    return t.proxy(cfg)
+    return t.proxy(cfg, name=name)
 
 
 class Client:
@@ -267,7 +267,7 @@ def test_grpc_unavailable_when_upstream_down(t):
         client.close()
     # A server that goes away is UNAVAILABLE too, and so is an upstream with every server down.
     peer = Peer(t, "g2")
-    px2 = grpc_proxy(t, peer.address)
+    px2 = grpc_proxy(t, peer.address, name="proxyd2")
     client = Client(px2.port)
     try:
         assert client.unary(b"up", timeout=10) == b"up"
