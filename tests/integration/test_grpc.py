@@ -309,3 +309,20 @@ def test_grpc_large_unary(t):
         assert client.client_stream(iter([b"a" * 100000] * 40), timeout=30) == b"40:4000000"
     finally:
         client.close()
+
+
+def test_grpc_client_cancel_resets_upstream_stream(t):
+    peer = Peer(t)
+    px = grpc_proxy(t, peer.address)
+    client = Client(px.port)
+    try:
+        stream = client.server_stream(b"50:100", timeout=20)
+        assert json.loads(next(stream))["i"] == 0
+        stream.cancel()
+        # The shared upstream connection is still good for the next calls.
+        for i in range(3):
+            assert client.unary(b"after%d" % i, timeout=10) == b"after%d" % i
+        # Four calls logged: the cancelled stream among them.
+        wait_until(lambda: open(t.path("proxyd/access.log")).read().count("/test.Echo/") == 4, 5)
+    finally:
+        client.close()
