@@ -425,6 +425,12 @@ std::size_t ServerSession::pending_response_bytes(std::int32_t id) const {
     return stream == nullptr ? 0 : stream->response_body.pending();
 }
 
+void ServerSession::announce_shutdown() {
+    if (draining_ || fatal_ || announced_shutdown_) return;
+    announced_shutdown_ = true;
+    nghttp2_submit_shutdown_notice(session_.get());
+}
+
 void ServerSession::shutdown_gracefully() {
     if (draining_ || fatal_) return;
     draining_ = true;
