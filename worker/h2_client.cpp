@@ -89,6 +89,11 @@ int H2Stream::build_request() {
     if (question != std::string_view::npos) r.query = target.substr(question + 1);
     r.host = head_.authority;
     r.version_minor = 1;
+    // :authority is the client's Host as sent (RFC 9113 8.3.1): with it as a host field the
+    // forwarding rules see what they see in HTTP/1.1 (Host, X-Forwarded-Host).
+    bool has_host = false;
+    for (const auto& field : head_.headers) has_host = has_host || field.name == "host";
+    if (!has_host && !head_.authority.empty()) r.headers[r.header_count++] = {"host", head_.authority};
     for (const auto& field : head_.headers) {
         if (field.name == "cookie") {
             if (!cookie_.empty()) cookie_ += "; ";

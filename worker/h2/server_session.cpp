@@ -81,7 +81,9 @@ OptionPtr make_options(const Limits& limits) {
     OptionPtr option(raw);
     // WINDOW_UPDATE only for what the owner consumed: flow control reaches the upstream.
     nghttp2_option_set_no_auto_window_update(raw, 1);
-    nghttp2_option_set_stream_reset_rate_limit(raw, limits.reset_burst, limits.reset_rate);
+    // nghttp2's own rapid-reset bucket, a backstop at twice ours (reset_budget.hpp).
+    nghttp2_option_set_stream_reset_rate_limit(raw, 2 * std::uint64_t{limits.reset_burst},
+                                               2 * std::uint64_t{limits.reset_rate});
     nghttp2_option_set_max_settings(raw, limits.max_settings_entries);
     nghttp2_option_set_max_continuations(raw, limits.max_continuations);
     nghttp2_option_set_max_outbound_ack(raw, limits.max_outbound_ack);
