@@ -37,6 +37,20 @@ void Exchange::reset() {
     response_remaining = 0;
     response_chunks.reset();
     upstream_reusable = false;
+    h2_fields.clear();
+    h2_authority.clear();
+    h2_path.clear();
+    h2 = nullptr;
+    h2_stream = -1;
+    h2_request_ended = false;
+    h2_refusals = 0;
+    h2_unconsumed = 0;
+    h2_response.clear();
+    h2_has_trailers = false;
+    h2_trailers.clear();
+    has_deadline = false;
+    grpc_status.clear();
+    grpc_message.clear();
 }
 
 }  // namespace proxyd::worker

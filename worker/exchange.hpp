@@ -8,6 +8,8 @@
 
 #include "common/config/types.hpp"
 #include "common/http/parser.hpp"
+#include "worker/forward_headers.hpp"
+#include "worker/h2/types.hpp"
 #include "worker/upstream_pool.hpp"
 #include "worker/upstream_selector.hpp"
 
@@ -16,6 +18,8 @@ struct Route;
 }
 
 namespace proxyd::worker {
+
+class H2Upstream;
 
 // What went wrong, classified once: where it came from decides the status and whether the
 // client connection survives.
@@ -92,6 +96,27 @@ struct Exchange {
     std::uint64_t response_remaining = 0;
     http::ChunkedDecoder response_chunks;
     bool upstream_reusable = false;
+
+    // An HTTP/2 upstream (protocol h2c/h2; request_flow_h2.cpp): the request as fields, the
+    // stream it went on, the response head's fields (the Response handed to the client views
+    // them) and its trailers.
+    std::vector<h2::Header> h2_fields;
+    std::string h2_authority;
+    std::string h2_path;
+    H2Upstream* h2 = nullptr;  // the connection while the stream is ours
+    std::int32_t h2_stream = -1;
+    bool h2_request_ended = false;  // END_STREAM of the request was queued
+    int h2_refusals = 0;            // streams refused (not processed) so far: sent again
+    std::size_t h2_unconsumed = 0;  // response bytes not yet acknowledged (client is slow)
+    std::vector<h2::Header> h2_response;
+    bool h2_has_trailers = false;
+    HeaderList h2_trailers;
+    // gRPC (route protocol = "grpc"): the client's grpc-timeout as a deadline, and the fields of
+    // a trailers-only error.
+    bool has_deadline = false;
+    std::chrono::steady_clock::time_point deadline;
+    std::string grpc_status;
+    std::string grpc_message;
 
     std::chrono::steady_clock::time_point started;
 };

@@ -52,9 +52,8 @@ bool same_header_name(std::string_view a, std::string_view b) {
 // Headers the proxy sets itself on the way up; a client's copy (in any spelling) is dropped.
 bool is_replaced_upstream(std::string_view name) {
     static constexpr std::string_view kNames[] = {
-        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-        "x-real-ip",       "x-request-id",      "proxy-authorization",
-        "expect",          "traceparent"};
+        "x-forwarded-for", "x-forwarded-proto",   "x-forwarded-host", "x-real-ip",
+        "x-request-id",    "proxy-authorization", "expect",           "traceparent"};
     for (auto n : kNames) {
         if (same_header_name(name, n)) return true;
     }
@@ -181,8 +180,7 @@ bool wants_websocket(const http::Request& request) {
         const auto& h = request.headers[i];
         if (iequals(h.name, "upgrade") && http::list_contains_token(h.value, "websocket")) {
             websocket = true;
-        } else if (iequals(h.name, "connection") &&
-                   http::list_contains_token(h.value, "upgrade")) {
+        } else if (iequals(h.name, "connection") && http::list_contains_token(h.value, "upgrade")) {
             connection_upgrade = true;
         }
     }
@@ -351,6 +349,52 @@ void build_bodiless_fields(int status, const ClientResponseInfo& info, FieldList
     out.clear();
     add_extra_fields(info, out);
     if (status != 204 && status != 304) add_content_length(out, 0);
+}
+
+void build_upstream_h2_fields(const http::Request& request, const UpstreamRequestInfo& info,
+                              std::vector<h2::Header>& out, std::string& authority) {
+    out.clear();
+    bool host_seen = false;
+    bool trailers = false;
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        const auto& h = request.headers[i];
+        if (iequals(h.name, "te")) {
+            trailers = trailers || http::list_contains_token(h.value, "trailers");
+            continue;
+        }
+        if (is_hop_by_hop(h.name) || is_replaced_upstream(h.name)) continue;
+        if (is_removed(info.removed_headers, h.name)) continue;
+        if (named_by_connection(request.headers, request.header_count, h.name)) continue;
+        if (iequals(h.name, "host")) {
+            host_seen = true;
+            continue;
+        }
+        add_field(out, h.name, h.value);
+    }
+    authority.assign(request.host.empty() ? info.default_host : request.host);
+    if (trailers) add_field(out, "te", "trailers");
+    std::string forwarded_for;
+    for (std::size_t i = 0; i < request.header_count; ++i) {
+        if (iequals(request.headers[i].name, "x-forwarded-for") &&
+            !request.headers[i].value.empty()) {
+            forwarded_for += request.headers[i].value;
+            forwarded_for += ", ";
+        }
+    }
+    forwarded_for += info.client_ip;
+    add_field(out, "x-forwarded-for", forwarded_for);
+    add_field(out, "x-forwarded-proto", info.proto);
+    if (host_seen) add_field(out, "x-forwarded-host", request.host);
+    add_field(out, "x-real-ip", info.real_ip);
+    add_field(out, "x-request-id", info.request_id);
+    if (!info.traceparent.empty()) add_field(out, "traceparent", info.traceparent);
+    add_lines_as_fields(info.extra_lines, out);
+    if (info.framing == Framing::ContentLength) {
+        char digits[24];
+        auto [end, ec] = std::to_chars(digits, digits + sizeof digits, info.content_length);
+        add_field(out, "content-length",
+                  std::string_view(digits, static_cast<std::size_t>(end - digits)));
+    }
 }
 
 }  // namespace proxyd::worker

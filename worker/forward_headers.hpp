@@ -56,6 +56,15 @@ void append_header(std::string& out, std::string_view name, std::string_view val
 void build_upstream_request_head(const http::Request& request, const UpstreamRequestInfo& info,
                                  std::string& out);
 
+// The same request for an HTTP/2 upstream (protocol h2c/h2): the regular fields, by the same
+// rules (hop-by-hop fields dropped, X-Forwarded-*, X-Real-IP, X-Request-Id and traceparent set,
+// claim lines added), except that "te: trailers" is kept (the one TE that HTTP/2 allows; gRPC
+// needs it), Host goes to `authority` (HTTP/2's :authority) and the body is framed by HTTP/2
+// (content-length is kept only as a hint when the client gave one). info.path, info.query and
+// info.upgrade are not used: the caller sends :path itself, and HTTP/2 has no upgrades.
+void build_upstream_h2_fields(const http::Request& request, const UpstreamRequestInfo& info,
+                              std::vector<h2::Header>& out, std::string& authority);
+
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 // A request flow fills what it knows (request id, the access phase's lines, the sticky cookie, an

@@ -222,16 +222,21 @@ void RequestFlow::prepare_upstream_head(const http::Request& request) {
         info.removed_headers = &worker_.access().claim_headers();
     }
     info.extra_lines = ex.claim_headers;
-    if (wants_websocket(request)) {
-        ex.websocket = true;
-        info.upgrade = "websocket";
-    }
-    info.default_host = worker_.config().upstreams[ex.upstream_index].servers.front().address.text;
+    const auto& upstream = worker_.config().upstreams[ex.upstream_index];
+    info.default_host = upstream.servers.front().address.text;
     if (request.body == http::BodyKind::ContentLength) {
         info.framing = Framing::ContentLength;
         info.content_length = request.content_length;
     } else if (request.body == http::BodyKind::Chunked) {
         info.framing = Framing::Chunked;
+    }
+    if (upstream.protocol != config::UpstreamProtocol::Http1) {
+        prepare_h2_request(request, info);
+        return;
+    }
+    if (wants_websocket(request)) {
+        ex.websocket = true;
+        info.upgrade = "websocket";
     }
     build_upstream_request_head(request, info, ex.upstream_head);
 }
@@ -281,6 +286,7 @@ void RequestFlow::fail(Failure failure, std::string_view detail, int parser_stat
     if (failure == Failure::UpstreamAborted) report_attempt(false);
     release_server();
     ex.upstream.reset();
+    if (ex.h2) release_h2_stream(true);
     if (status == 0 || ex.response_started) {
         if (!ex.response_started) ex.status = failure == Failure::ClientGone ? 499 : 502;
         record_exchange();
@@ -288,6 +294,11 @@ void RequestFlow::fail(Failure failure, std::string_view detail, int parser_stat
         return;
     }
     ex.status = status;
+    if (ex.route && ex.route->grpc) {
+        // gRPC clients read grpc-status, not the HTTP status. The log keeps the HTTP one.
+        send_grpc_error(status, status < 500 ? detail : std::string_view{}, !must_close);
+        return;
+    }
     // Client errors say why; upstream errors keep internal details in the error log only.
     send_error(status, status < 500 ? detail : std::string_view{}, !must_close);
 }
@@ -350,6 +361,8 @@ void RequestFlow::abandon() {
 // The request's state goes back to the worker's free list; the flow is idle.
 void RequestFlow::recycle() {
     if (queue_timer_) event_del(queue_timer_.get());  // it belonged to this request
+    if (exchange_->h2) release_h2_stream(true);       // an exchange that did not finish
+    if (h2_timer_) event_del(h2_timer_.get());
     paused_for_client_ = paused_for_upstream_ = false;
     worker_.recycle_exchange(std::move(exchange_));
 }

@@ -20,7 +20,8 @@
 // Http1Request (one at a time per ClientConnection); HTTP/2 will have one per stream.
 //
 // Files: request_flow.cpp (start, endings, failures, log), request_flow_access.cpp (CORS, JWT,
-// rate limits), request_flow_upstream.cpp (balance, connect, retries, both bodies).
+// rate limits), request_flow_upstream.cpp (balance, connect, retries, both bodies),
+// request_flow_h2.cpp (the same upstream phases on a stream of an HTTP/2 upstream, and gRPC).
 #pragma once
 
 #include <cstddef>
@@ -32,6 +33,7 @@
 #include "common/util/event_ptr.hpp"
 #include "worker/client_side.hpp"
 #include "worker/exchange.hpp"
+#include "worker/h2/upstream_connection.hpp"
 #include "worker/rate_limit/redis_limiter.hpp"
 #include "worker/upstream_pool.hpp"
 
@@ -39,7 +41,7 @@ namespace proxyd::worker {
 
 class Worker;
 
-class RequestFlow final : public UpstreamUser, public RateLimitWaiter {
+class RequestFlow final : public UpstreamUser, public RateLimitWaiter, public H2StreamUser {
   public:
     explicit RequestFlow(Worker& worker);
     ~RequestFlow();
@@ -80,6 +82,13 @@ class RequestFlow final : public UpstreamUser, public RateLimitWaiter {
     void on_upstream_writable() override;
     void on_upstream_timeout() override;
     void on_rate_decision(const shm::RateDecision& decision, bool redis_error) override;
+    // ---- from a stream of an HTTP/2 upstream (request_flow_h2.cpp)
+    void on_h2_head(int status, std::vector<h2::Header>&& headers, bool end_stream) override;
+    void on_h2_data(evbuffer* data) override;
+    void on_h2_trailers(std::vector<h2::Header>&& trailers) override;
+    void on_h2_end() override;
+    void on_h2_closed(const H2StreamError& error) override;
+    void on_h2_writable() override;
 
   private:
     // The phases, in order. request_flow.cpp:
@@ -109,6 +118,18 @@ class RequestFlow final : public UpstreamUser, public RateLimitWaiter {
     void forward_response_body();
     bool forward_chunked_response_body(evbuffer* in);
     void release_upstream();
+    void begin_response(const http::Response& response, ClientResponseInfo& info, bool full_duplex);
+    // request_flow_h2.cpp, the upstream phases on an HTTP/2 stream:
+    void prepare_h2_request(const http::Request& request, const UpstreamRequestInfo& info);
+    bool open_h2_stream(std::string& error);
+    void forward_h2_request_body();
+    void arm_h2_timer(std::chrono::milliseconds phase);
+    static void on_h2_timer(evutil_socket_t, short, void* arg);
+    void h2_timeout();
+    void retry_h2_or_fail(const H2StreamError& error);
+    void release_h2_stream(bool cancel);
+    void send_grpc_error(int status, std::string_view message, bool keep_alive);
+    void end_grpc_stream(int code, std::string_view message);
     // Endings, request_flow.cpp:
     void finish();
     void send_error(int status, std::string_view detail, bool keep_alive);
@@ -123,6 +144,7 @@ class RequestFlow final : public UpstreamUser, public RateLimitWaiter {
     ClientSide* client_ = nullptr;
     std::unique_ptr<Exchange> exchange_;
     EventPtr queue_timer_;              // created the first time every server is full
+    EventPtr h2_timer_;                 // an HTTP/2 stream's response and idle timeouts
     bool paused_for_upstream_ = false;  // client body paused: upstream output is full
     bool paused_for_client_ = false;    // upstream reads stopped: client output is full
 };

@@ -68,6 +68,7 @@ void RequestFlow::connect_upstream() {
 // False with `error` when the connect fails at once.
 bool RequestFlow::open_upstream(std::string& error) {
     auto& ex = *exchange_;
+    if (!ex.h2_path.empty()) return open_h2_stream(error);  // an HTTP/2 upstream
     ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this);
     if (ex.upstream) {
         send_request_head();
@@ -98,7 +99,9 @@ void RequestFlow::wait_for_capacity() {
             worker_.base(),
             [](evutil_socket_t, short, void* arg) {
                 auto* self = static_cast<RequestFlow*>(arg);
-                if (self->exchange_ && !self->exchange_->upstream) self->connect_upstream();
+                if (self->exchange_ && !self->exchange_->upstream && !self->exchange_->h2) {
+                    self->connect_upstream();
+                }
             },
             this));
     }
@@ -138,6 +141,10 @@ void RequestFlow::send_request_head() {
 }
 
 bool RequestFlow::take_request_body() {
+    if (exchange_ && exchange_->h2 && !exchange_->request_done) {
+        forward_h2_request_body();
+        return true;
+    }
     if (!exchange_ || exchange_->request_done || !exchange_->upstream ||
         !exchange_->upstream->connected) {
         return false;
@@ -331,35 +338,9 @@ void RequestFlow::read_response_head() {
 void RequestFlow::send_response_head(const http::Response& response) {
     auto& ex = *exchange_;
     auto& upstream = ex.upstream->stream;
-    worker_.metrics().upstream_response(ex.upstream_index, ex.server_index, response.status,
-                                        std::chrono::duration_cast<std::chrono::microseconds>(
-                                            std::chrono::steady_clock::now() - ex.attempt_started));
-    report_attempt(response.status < 500);
-    ex.response_head_done = true;
-    ex.status = response.status;
-    ex.response_body = response.body;
-    ex.response_remaining = response.content_length;
-    ex.upstream_reusable = response.keep_alive && ex.request_done;
     ClientResponseInfo info;
-    if (!ex.request_done) {
-        // The upstream answered before the body ended: send no more of it. The upstream
-        // connection is not reused either (the body it expected never ended).
-        info.keep_alive = false;
-        ex.request_done = true;
-        client_->abandon_request_body();
-    }
+    begin_response(response, info, false);
     const bool switching = response.status == 101;
-    info.request_id = ex.request_id;
-    const auto& upstream_config = worker_.config().upstreams[ex.upstream_index];
-    std::uint64_t server_hash = worker_.selector().server_hash(ex.upstream_index, ex.server_index);
-    if (!upstream_config.sticky_cookie.empty() && ex.sticky_hash != server_hash) {
-        char value[17];
-        std::snprintf(value, sizeof value, "%016llx", static_cast<unsigned long long>(server_hash));
-        ex.set_cookie = upstream_config.sticky_cookie + "=" + value + "; Path=/; HttpOnly";
-        info.set_cookie = ex.set_cookie;
-    }
-    info.extra_lines = ex.access_headers;
-    info.replace_cors = ex.replace_cors;
     if (switching) info.upgrade = "websocket";
     client_->send_response_head(response, info);
     ex.response_started = true;
@@ -371,6 +352,42 @@ void RequestFlow::send_response_head(const http::Response& response) {
     }
     upstream.arm_timer(worker_.config().server.timeouts.upstream_idle);
     forward_response_body();
+}
+
+// What every response head does before it goes to the client, whatever the upstream's protocol:
+// metrics and passive health, the exchange's state, and the flow's part of the client head.
+// `full_duplex`: the request body goes on being forwarded while the response streams (an HTTP/2
+// upstream on a gRPC route); otherwise an early response ends the request body here.
+void RequestFlow::begin_response(const http::Response& response, ClientResponseInfo& info,
+                                 bool full_duplex) {
+    auto& ex = *exchange_;
+    worker_.metrics().upstream_response(ex.upstream_index, ex.server_index, response.status,
+                                        std::chrono::duration_cast<std::chrono::microseconds>(
+                                            std::chrono::steady_clock::now() - ex.attempt_started));
+    report_attempt(response.status < 500);
+    ex.response_head_done = true;
+    ex.status = response.status;
+    ex.response_body = response.body;
+    ex.response_remaining = response.content_length;
+    ex.upstream_reusable = response.keep_alive && ex.request_done;
+    if (!ex.request_done && !full_duplex) {
+        // The upstream answered before the body ended: send no more of it. The upstream
+        // connection is not reused either (the body it expected never ended).
+        info.keep_alive = false;
+        ex.request_done = true;
+        client_->abandon_request_body();
+    }
+    info.request_id = ex.request_id;
+    const auto& upstream_config = worker_.config().upstreams[ex.upstream_index];
+    std::uint64_t server_hash = worker_.selector().server_hash(ex.upstream_index, ex.server_index);
+    if (!upstream_config.sticky_cookie.empty() && ex.sticky_hash != server_hash) {
+        char value[17];
+        std::snprintf(value, sizeof value, "%016llx", static_cast<unsigned long long>(server_hash));
+        ex.set_cookie = upstream_config.sticky_cookie + "=" + value + "; Path=/; HttpOnly";
+        info.set_cookie = ex.set_cookie;
+    }
+    info.extra_lines = ex.access_headers;
+    info.replace_cors = ex.replace_cors;
 }
 
 void RequestFlow::forward_response_body() {
@@ -438,6 +455,14 @@ bool RequestFlow::forward_chunked_response_body(evbuffer* in) {
 }
 
 void RequestFlow::on_response_drained() {
+    if (paused_for_client_ && exchange_ && exchange_->h2) {
+        // The bytes the client has now taken may be sent again by the upstream.
+        paused_for_client_ = false;
+        client_->response_stalled(false);
+        exchange_->h2->consume(exchange_->h2_stream, exchange_->h2_unconsumed);
+        exchange_->h2_unconsumed = 0;
+        return;
+    }
     if (!paused_for_client_ || !exchange_ || !exchange_->upstream) return;
     paused_for_client_ = false;
     client_->response_stalled(false);
@@ -450,6 +475,8 @@ void RequestFlow::on_response_drained() {
 void RequestFlow::release_upstream() {
     auto& ex = *exchange_;
     release_server();
+    // An HTTP/2 stream ends by itself once both sides ended it; a request still sending is cut.
+    if (ex.h2) release_h2_stream(!ex.h2_request_ended);
     if (!ex.upstream) return;
     if (ex.upstream_reusable && ex.request_done) {
         worker_.pool().release(std::move(ex.upstream));

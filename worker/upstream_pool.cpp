@@ -94,7 +94,8 @@ UpstreamPtr UpstreamPool::connect(std::size_t upstream, std::size_t server, Upst
     connection->stream.open(base_, std::move(fd), on_read, on_write, on_timer, connection.get());
     if (target.tls) {
         tls::SslPtr ssl;
-        if (tls_) ssl = tls_->connect(target, raw, &sessions_[upstream][server], error);
+        const bool h2 = config_.upstreams[upstream].protocol == config::UpstreamProtocol::H2;
+        if (tls_) ssl = tls_->connect(target, raw, &sessions_[upstream][server], error, h2);
         if (!ssl) {
             if (!tls_) error = "TLS is not set up for server " + target.id;
             return nullptr;

@@ -27,6 +27,7 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
       base_(base),
       stats_(options.stats),
       pool_(base, *options.config, options.client_tls),
+      h2_pool_(base, *options.config, pool_),
       selector_(*options.config, options.upstream_state, static_cast<std::size_t>(options.slot),
                 options.stats_slot),
       access_(*options.config, options.rate_limits, base),
@@ -291,6 +292,7 @@ void Worker::begin_drain(DrainMode mode) {
     // master is gone, the sockets close and clients are refused rather than queued forever.
     listening_.clear();
     pool_.close_all_idle();
+    h2_pool_.close_all_idle();
     spdlog::info("draining {} connection(s)", open_connections_);
     for (ClientConnection* c = connections_; c;) {
         ClientConnection* next = c->next;

@@ -23,6 +23,7 @@
 #include "worker/access_policy.hpp"
 #include "worker/forward_headers.hpp"
 #include "worker/free_list.hpp"
+#include "worker/h2/upstream_pool.hpp"
 #include "worker/metrics_recorder.hpp"
 #include "worker/request_id.hpp"
 #include "worker/upstream_pool.hpp"
@@ -77,6 +78,7 @@ class Worker {
     event_base* base() const { return base_; }
     const config::Config& config() const { return config_; }
     UpstreamPool& pool() { return pool_; }
+    H2UpstreamPool& h2_pool() { return h2_pool_; }
     shm::WorkerSlotStats& stats() { return *stats_; }
     RequestIdGenerator& request_ids() { return request_ids_; }
     UpstreamSelector& selector() { return selector_; }
@@ -125,6 +127,7 @@ class Worker {
     event_base* base_;
     shm::WorkerSlotStats* stats_;
     UpstreamPool pool_;
+    H2UpstreamPool h2_pool_;  // after pool_, which makes its sockets
     RequestIdGenerator request_ids_;
     UpstreamSelector selector_;
     AccessPolicy access_;

@@ -31,6 +31,8 @@ LoadResult load_file(const std::string& path);
 std::optional<std::string> read_config_text(const std::string& path, std::string& error);
 // The config's name of an algorithm ("least_conn"), for status output and messages.
 std::string_view balance_name(Balance balance);
+// The config's name of an upstream protocol ("h2c").
+std::string_view protocol_name(UpstreamProtocol protocol);
 // `source_name` is used as FILE in messages and as Config::file.
 LoadResult load_string(std::string_view toml_text, const std::string& source_name);
 

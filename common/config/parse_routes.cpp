@@ -11,20 +11,14 @@ namespace proxyd::config::detail {
 
 namespace {
 
-constexpr std::string_view kRouteKeys[] = {"name",
-                                           "path",
-                                           "path_exact",
-                                           "host",
-                                           "methods",
-                                           "upstream",
-                                           "strip_prefix",
-                                           "websocket_balance",
-                                           "sse_balance",
-                                           "auth_required",
-                                           "roles",
-                                           "rate_limit",
-                                           "cors"};
-constexpr std::string_view kRouteLater[] = {"protocol", "cache", "compress"};
+constexpr std::string_view kRouteKeys[] = {
+    "name",        "path",          "path_exact",   "host",
+    "methods",     "upstream",      "strip_prefix", "websocket_balance",
+    "sse_balance", "auth_required", "roles",        "rate_limit",
+    "cors",        "protocol"};
+constexpr std::string_view kRouteLater[] = {"cache", "compress"};
+// A route's protocol: plain HTTP (the default, as if the key were left out) or gRPC.
+constexpr std::string_view kRouteProtocols[] = {"http", "grpc"};
 constexpr std::string_view kCorsKeys[] = {"allowed_origins", "allowed_methods",   "allowed_headers",
                                           "expose_headers",  "allow_credentials", "max_age"};
 constexpr std::string_view kWhere = "in [[routes]]";
@@ -255,6 +249,12 @@ void parse_route(Reader& r, const toml::node& node, Route& out) {
         }
     }
     parse_access(r, *route, out);
+    if (const toml::node* n = route->get("protocol")) {
+        out.protocol_loc = loc_of(*n);
+        if (const auto protocol = r.choice(*n, "protocol", kRouteProtocols)) {
+            out.grpc = *protocol == "grpc";
+        }
+    }
     if (const toml::node* n = route->get("name")) {
         if (auto name = r.nonempty_string(*n, "name")) out.label = std::move(*name);
     }

@@ -15,13 +15,14 @@ namespace proxyd::config::detail {
 
 namespace {
 
-constexpr std::string_view kUpstreamKeys[] = {"balance", "hash_key",         "keepalive",
-                                              "servers", "resolve_interval", "slow_start",
-                                              "sticky",  "health_check",     "retry"};
-constexpr std::string_view kUpstreamLater[] = {"protocol"};
-constexpr std::string_view kServerKeys[] = {
-    "address", "weight", "id",     "max_connections", "backup",
-    "drain",   "tls",    "sni",    "verify",          "ca_file"};
+constexpr std::string_view kUpstreamKeys[] = {
+    "balance",    "hash_key", "keepalive",    "servers", "resolve_interval",
+    "slow_start", "sticky",   "health_check", "retry",   "protocol"};
+// In the order of enum class UpstreamProtocol.
+constexpr std::string_view kProtocols[] = {"http1", "h2c", "h2"};
+constexpr std::string_view kServerKeys[] = {"address", "weight", "id",  "max_connections",
+                                            "backup",  "drain",  "tls", "sni",
+                                            "verify",  "ca_file"};
 // Keys of a server entry that only mean something when it is reached over TLS.
 constexpr std::string_view kServerTlsKeys[] = {"sni", "verify", "ca_file"};
 constexpr std::string_view kStickyKeys[] = {"cookie"};
@@ -436,10 +437,40 @@ void parse_balancing(Reader& r, const toml::table& t, Upstream& out) {
     }
 }
 
+void parse_protocol(Reader& r, const toml::node& node, Upstream& out) {
+    const auto name = r.choice(node, "protocol", kProtocols);
+    if (!name) return;
+    const auto it = std::find(std::begin(kProtocols), std::end(kProtocols), *name);
+    out.protocol = static_cast<UpstreamProtocol>(it - std::begin(kProtocols));
+    out.protocol_loc = loc_of(node);
+}
+
+// h2 is negotiated in the TLS handshake (ALPN) and h2c is spoken in the clear: each server must
+// be reached the way the protocol says. Health checks speak HTTP/1.1, which an HTTP/2-only server
+// (a gRPC server) does not answer: passive health only, for now.
+void check_protocol(Reader& r, const toml::table& t, const Upstream& out) {
+    if (out.protocol == UpstreamProtocol::Http1) return;
+    const bool tls = out.protocol == UpstreamProtocol::H2;
+    for (const UpstreamServer& server : out.servers) {
+        if (server.tls == tls) continue;
+        r.error(server.id_loc, "server " + quote(server.id) + " of [upstreams." + out.name + "]" +
+                                   (tls ? " needs tls = true for protocol = \"h2\" (HTTP/2 over "
+                                          "TLS); use protocol = \"h2c\" for plain HTTP/2"
+                                        : " has tls = true but protocol = \"h2c\" is plain "
+                                          "HTTP/2; use protocol = \"h2\""));
+    }
+    if (const toml::node* n = t.get("health_check")) {
+        r.error(*n, "health_check is not supported with protocol = " +
+                        quote(kProtocols[static_cast<std::size_t>(out.protocol)]) +
+                        " yet (checks speak HTTP/1.1); failed requests still mark a server down");
+    }
+}
+
 void parse_upstream(Reader& r, const toml::node& node, Upstream& out) {
     const toml::table* t = r.table(node, out.name);
     if (t == nullptr) return;
-    r.check_keys(*t, "in [upstreams." + out.name + "]", kUpstreamKeys, kUpstreamLater);
+    r.check_keys(*t, "in [upstreams." + out.name + "]", kUpstreamKeys);
+    if (const toml::node* n = t->get("protocol")) parse_protocol(r, *n, out);
     parse_balancing(r, *t, out);
     r.read(*t, "keepalive", out.keepalive, 0);
     parse_servers(r, *t, out);
@@ -448,6 +479,7 @@ void parse_upstream(Reader& r, const toml::node& node, Upstream& out) {
     if (const toml::node* n = t->get("sticky")) parse_sticky(r, *n, out);
     if (const toml::node* n = t->get("health_check")) parse_health_check(r, *n, out);
     if (const toml::node* n = t->get("retry")) parse_retry(r, *n, out);
+    check_protocol(r, *t, out);
 }
 
 }  // namespace
@@ -487,6 +519,10 @@ namespace proxyd::config {
 
 std::string_view balance_name(Balance balance) {
     return detail::kBalances[static_cast<std::size_t>(balance)];
+}
+
+std::string_view protocol_name(UpstreamProtocol protocol) {
+    return detail::kProtocols[static_cast<std::size_t>(protocol)];
 }
 
 }  // namespace proxyd::config

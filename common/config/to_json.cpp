@@ -100,7 +100,8 @@ json upstream_json(const Upstream& u) {
         }
         servers.push_back(std::move(entry));
     }
-    json out = {{"balance", balance_name(u.balance)},
+    json out = {{"protocol", protocol_name(u.protocol)},
+                {"balance", balance_name(u.balance)},
                 {"keepalive", u.keepalive},
                 {"servers", servers},
                 {"resolve_interval", format_duration(u.resolve_interval)},
@@ -137,6 +138,7 @@ json route_json(const Route& r) {
     if (r.auth_required || !r.roles.empty()) out["auth_required"] = r.auth_required;
     if (!r.roles.empty()) out["roles"] = r.roles;
     if (!r.rate_limit.empty()) out["rate_limit"] = r.rate_limit;
+    if (r.grpc) out["protocol"] = "grpc";
     if (r.cors.enabled) {
         const auto& c = r.cors;
         out["cors"] = {

@@ -148,8 +148,14 @@ struct UpstreamServer {
     bool retired = false;
 };
 
+// How the proxy speaks to an upstream's servers: HTTP/1.1, HTTP/2 over plain TCP with prior
+// knowledge (h2c), or HTTP/2 over TLS negotiated with ALPN "h2" (every server has tls = true).
+enum class UpstreamProtocol { Http1, H2c, H2 };
+
 struct Upstream {
     std::string name;
+    UpstreamProtocol protocol = UpstreamProtocol::Http1;
+    SourceLoc protocol_loc;  // of the `protocol` value, for route checks
     Balance balance = Balance::RoundRobin;
     HashKey hash_key;
     int keepalive = 32;  // idle pooled connections per worker per server
@@ -201,6 +207,10 @@ struct Route {
     SourceLoc rate_limit_loc;
     std::size_t rate_limit_index = 0;  // into Config::rate_limits, set by validation
     Cors cors;
+    // protocol = "grpc": the upstream speaks HTTP/2 and the proxy's own errors become gRPC
+    // statuses (trailers-only responses); grpc-timeout bounds the upstream wait.
+    bool grpc = false;
+    SourceLoc protocol_loc;
     SourceLoc loc;
 };
 

@@ -126,6 +126,21 @@ void resolve_rate_limit(const Config& config, Route& route, std::vector<ConfigEr
             "] table)");
 }
 
+// gRPC needs HTTP/2 all the way: its trailers and its streams have no HTTP/1.1 form.
+void check_grpc_upstream(const Config& config, const Route& route,
+                         std::vector<ConfigError>& errors) {
+    if (!route.grpc || route.upstream.empty()) return;
+    const auto& ups = config.upstreams;
+    if (route.upstream_index >= ups.size() || ups[route.upstream_index].name != route.upstream) {
+        return;  // not defined: already reported
+    }
+    const Upstream& upstream = ups[route.upstream_index];
+    if (upstream.protocol != UpstreamProtocol::Http1) return;
+    add(errors, config, route.protocol_loc,
+        "route protocol \"grpc\" needs an HTTP/2 upstream, but [upstreams." + upstream.name +
+            "] speaks HTTP/1.1; set protocol = \"h2c\" (or \"h2\" over TLS) there");
+}
+
 // A token can only be asked for, and a claim only read, when [auth.jwt] says how to verify it.
 void check_needs_jwt(const Config& config, std::vector<ConfigError>& errors) {
     if (config.jwt.enabled) return;
@@ -153,6 +168,7 @@ void validate(Config& config, std::vector<ConfigError>& errors) {
     for (Route& route : config.routes) {
         resolve_route(config, route, errors);
         resolve_rate_limit(config, route, errors);
+        check_grpc_upstream(config, route, errors);
     }
     check_needs_jwt(config, errors);
 }

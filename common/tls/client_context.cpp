@@ -10,6 +10,9 @@ namespace proxyd::tls {
 namespace {
 
 constexpr unsigned char kAlpnHttp11[] = "\x08http/1.1";
+// HTTP/2 over TLS is only ever negotiated (RFC 9113 3.2): offering nothing else means a server
+// that cannot speak it fails the handshake or selects nothing, and the connection is refused.
+constexpr unsigned char kAlpnH2[] = "\x02h2";
 
 bool is_ip_literal(const std::string& name) {
     unsigned char buffer[sizeof(in6_addr)];
@@ -17,7 +20,7 @@ bool is_ip_literal(const std::string& name) {
            inet_pton(AF_INET6, name.c_str(), buffer) == 1;
 }
 
-SslCtxPtr make_context(bool verify, const std::string& ca_pem, std::string& error) {
+SslCtxPtr make_context(bool h2, bool verify, const std::string& ca_pem, std::string& error) {
     SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
     if (!ctx) {
         error = "cannot create a TLS client context: " + last_error();
@@ -30,7 +33,11 @@ SslCtxPtr make_context(bool verify, const std::string& ca_pem, std::string& erro
         ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                                     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    SSL_CTX_set_alpn_protos(ctx.get(), kAlpnHttp11, sizeof kAlpnHttp11 - 1);
+    if (h2) {
+        SSL_CTX_set_alpn_protos(ctx.get(), kAlpnH2, sizeof kAlpnH2 - 1);
+    } else {
+        SSL_CTX_set_alpn_protos(ctx.get(), kAlpnHttp11, sizeof kAlpnHttp11 - 1);
+    }
     SSL_CTX_set_session_cache_mode(ctx.get(),
                                    SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     if (!verify) {
@@ -82,16 +89,17 @@ std::unique_ptr<ClientTls> ClientTls::create(const config::Config& config, std::
 
 bool ClientTls::add_contexts(const config::Config& config, std::string& error) {
     for (const auto& upstream : config.upstreams) {
+        const bool h2 = upstream.protocol == config::UpstreamProtocol::H2;
         for (const auto& server : upstream.servers) {
-            if (!server.tls || find(server)) continue;
+            if (!server.tls || find(server, h2)) continue;
             std::string why;
-            SslCtxPtr ctx = make_context(server.verify, server.ca_pem, why);
+            SslCtxPtr ctx = make_context(h2, server.verify, server.ca_pem, why);
             if (!ctx) {
                 error = "upstream " + upstream.name + " server " + server.id + ": " + why;
                 return false;
             }
             SSL_CTX_sess_set_new_cb(ctx.get(), on_new_session);
-            contexts_.push_back(Context{server.verify, server.ca_pem, std::move(ctx)});
+            contexts_.push_back(Context{h2, server.verify, server.ca_pem, std::move(ctx)});
         }
     }
     return true;
@@ -99,9 +107,9 @@ bool ClientTls::add_contexts(const config::Config& config, std::string& error) {
 
 ClientTls::~ClientTls() = default;
 
-const ClientTls::Context* ClientTls::find(const config::UpstreamServer& server) const {
+const ClientTls::Context* ClientTls::find(const config::UpstreamServer& server, bool h2) const {
     for (const auto& context : contexts_) {
-        if (context.verify == server.verify &&
+        if (context.h2 == h2 && context.verify == server.verify &&
             (!server.verify || context.ca_pem == server.ca_pem)) {
             return &context;
         }
@@ -110,8 +118,8 @@ const ClientTls::Context* ClientTls::find(const config::UpstreamServer& server) 
 }
 
 SslPtr ClientTls::connect(const config::UpstreamServer& server, int fd, SessionSlot* slot,
-                          std::string& error) const {
-    const Context* context = find(server);
+                          std::string& error, bool h2) const {
+    const Context* context = find(server, h2);
     if (context == nullptr) {
         error = "no TLS context for server " + server.id;
         return nullptr;

@@ -33,18 +33,20 @@ class ClientTls {
 
     // A client-side SSL on `fd` (-1: set later, e.g. by a bufferevent) for `server`, resuming from
     // `slot`'s session when there is one; new sessions go to `slot` (may be null). Null (with the
-    // reason in `error`) on failure.
+    // reason in `error`) on failure. `h2`: offer only "h2" in ALPN (protocol = "h2" upstreams),
+    // else only "http/1.1".
     SslPtr connect(const config::UpstreamServer& server, int fd, SessionSlot* slot,
-                   std::string& error) const;
+                   std::string& error, bool h2 = false) const;
 
   private:
     struct Context {
+        bool h2 = false;  // ALPN offers "h2" rather than "http/1.1"
         bool verify = true;
         std::string ca_pem;
         SslCtxPtr ctx;
     };
     ClientTls() = default;
-    const Context* find(const config::UpstreamServer& server) const;
+    const Context* find(const config::UpstreamServer& server, bool h2) const;
     static int on_new_session(SSL* ssl, SSL_SESSION* session);
 
     std::vector<Context> contexts_;

@@ -326,8 +326,6 @@ compress = false
 )",
                  "test.toml:3:2: \"cache\" is not supported yet\n"
                  "test.toml:5:2: \"compression\" is not supported yet\n"
-                 "test.toml:8:1: \"protocol\" is not supported yet\n"
-                 "test.toml:15:1: \"protocol\" is not supported yet\n"
                  "test.toml:16:1: \"cache\" is not supported yet\n"
                  "test.toml:17:1: \"compress\" is not supported yet\n");
 }
