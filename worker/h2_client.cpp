@@ -12,6 +12,8 @@ namespace {
 
 constexpr std::size_t kReadSize = 64 * 1024;
 constexpr std::size_t kSpareStreams = 16;
+// Between the shutdown notice and the final GOAWAY: a round trip, generously.
+constexpr int kShutdownNoticeGrace = 500;  // ms
 
 std::size_t field_bytes(const std::vector<h2::Header>& fields) {
     std::size_t n = 0;
@@ -87,6 +89,11 @@ int H2Stream::build_request() {
     if (question != std::string_view::npos) r.query = target.substr(question + 1);
     r.host = head_.authority;
     r.version_minor = 1;
+    // :authority is the client's Host as sent (RFC 9113 8.3.1): with it as a host field the
+    // forwarding rules see what they see in HTTP/1.1 (Host, X-Forwarded-Host).
+    bool has_host = false;
+    for (const auto& field : head_.headers) has_host = has_host || field.name == "host";
+    if (!has_host && !head_.authority.empty()) r.headers[r.header_count++] = {"host", head_.authority};
     for (const auto& field : head_.headers) {
         if (field.name == "cookie") {
             if (!cookie_.empty()) cookie_ += "; ";
@@ -393,14 +400,32 @@ bool H2Client::on_idle_timer() {
     return pump();
 }
 
+// Streams a client sent before it saw our GOAWAY would be refused by a GOAWAY naming the last
+// stream at once; so first the notice (no new streams, please), then, a round trip later, the
+// GOAWAY that counts. An idle connection goes at once.
 void H2Client::begin_drain() {
-    session_->shutdown_gracefully();
+    if (streams_.empty()) {
+        session_->shutdown_gracefully();
+    } else {
+        session_->announce_shutdown();
+        drain_timer_.reset(evtimer_new(
+            worker_.base(),
+            [](evutil_socket_t, short, void* arg) {
+                auto* self = static_cast<H2Client*>(arg);
+                self->session_->shutdown_gracefully();
+                self->schedule_flush();
+            },
+            this));
+        const timeval grace{0, kShutdownNoticeGrace * 1000};
+        evtimer_add(drain_timer_.get(), &grace);
+    }
     schedule_flush();
 }
 
 void H2Client::drop_streams() {
     dropping_ = true;
     if (flush_event_) event_del(flush_event_.get());
+    if (drain_timer_) event_del(drain_timer_.get());
     for (auto& stream : streams_) stream->drop();
 }
 

@@ -178,6 +178,7 @@ class H2Client final : public h2::ServerSession::Handler {
     std::vector<std::unique_ptr<H2Stream>> streams_;  // open or still finishing
     std::vector<std::unique_ptr<H2Stream>> spare_;
     EventPtr flush_event_;
+    EventPtr drain_timer_;  // from the shutdown notice to the final GOAWAY
     bool flush_scheduled_ = false;
     int idle_flushes_ = 0;  // flushes in a row that wanted to write and wrote nothing
     bool dropping_ = false;

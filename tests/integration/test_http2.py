@@ -2,8 +2,13 @@
 h2 on TLS listeners (`[tls] alpn`), every stream a request through the same phases as HTTP/1.1
 (routing, proxy errors, request ids, forwarding headers, response headers, hop-by-hop removal,
 cookies, HEAD, bodies with and without content-length, the access log), many streams on one
-connection, flow control on large bodies both ways (and the worker's memory staying small),
-header/URI/body limits per stream, rapid reset (CVE-2023-44487), GOAWAY on reload, metrics.
+connection, flow control on large bodies both ways (and the worker's memory staying small), a
+client cancelling a stream, header/URI/body limits per stream, max_concurrent_streams, the body
+and keep-alive timeouts, CONNECT refused, rapid reset (CVE-2023-44487), CONTINUATION and PING
+floods, GOAWAY on reload and on stop, metrics.
+
+Known client quirk: curl 7.88 (Debian 12) cannot reuse a --http2-prior-knowledge connection for a
+second URL ("Error in the HTTP2 framing layer", curl issue 10634); reuse is checked over TLS.
 
 Clients: curl (--http2-prior-knowledge, --http2 over https), nghttp and h2load (nghttp2-client),
 and `H2Conn` below: a small HTTP/2 client on a raw socket for what the tools cannot do (frames
@@ -647,7 +652,6 @@ def test_h2c_prior_knowledge_and_http1_same_listener(t):
     assert hget(up, "Host") == "127.0.0.1:%d" % px.port, "Host from :authority: %r" % up
     assert "127.0.0.1" in (hget(up, "X-Forwarded-For") or ""), up
     assert hget(up, "X-Forwarded-Proto") == "http", up
-    assert hget(up, "X-Forwarded-Host") == "127.0.0.1:%d" % px.port, up
     assert hget(up, "X-Real-IP") == "127.0.0.1", up
     assert hget(up, "X-Request-Id") == "h2-req-1", up
     assert not any(k.startswith(":") for k, _ in up), "pseudo-headers sent upstream: %r" % up
@@ -670,6 +674,9 @@ def test_h2c_prior_knowledge_and_http1_same_listener(t):
         r = c.fetch("GET", "/echo", [("x-request-id", "bad id!")])
         assert r.status == 200 and r.header("x-request-id") not in (None, "bad id!"), r.headers
     assert be.served == 4, [q["target"] for q in be.requests]
+    # X-Forwarded-Host is the client's Host as sent: :authority in HTTP/2
+    assert hget(up, "X-Forwarded-Host") == "127.0.0.1:%d" % px.port, (
+        "X-Forwarded-Host missing or wrong upstream of an HTTP/2 request: %r" % up)
 
 
 def test_h2c_off_rejects_prior_knowledge(t):
@@ -712,13 +719,15 @@ def test_h2c_off_rejects_prior_knowledge(t):
 # 2. every stream goes through the request phases
 
 def test_h2_request_phases_on_one_connection(t):
-    """On one HTTP/2 connection: 404 JSON error with request id; X-Request-Id kept and echoed;
+    """On one HTTP/2 connection: 404 and 502 JSON errors with request id; X-Request-Id kept and echoed;
     cookies (several fields) joined with "; " toward the HTTP/1.1 upstream; TE not forwarded;
     response_headers added; the upstream's hop-by-hop headers dropped; HEAD; POST with and
     without content-length (byte-exact); one access log line per stream."""
     be = t.backend()
     routes = [{"path": p, "upstream": "b"} for p in ("/echo", "/headers", "/big", "/status")]
+    routes.append({"path": "/down", "upstream": "dead"})
     px = h2_proxy(t, be, routes=routes, log={"format": "json"},
+                  upstreams={"dead": {"servers": [{"address": t.refusing_address()}]}},
                   server={"response_headers": {"X-Content-Type-Options": "nosniff"}})
     body1 = os.urandom(5000)
     body2 = os.urandom(200000)    # more than the 65,535-byte default window: flow control
@@ -729,7 +738,9 @@ def test_h2_request_phases_on_one_connection(t):
 
         r = c.fetch("GET", "/echo?phase=1", [("x-request-id", "phase-1"), ("cookie", "a=1"),
                                              ("cookie", "b=2"), ("x-custom", "yes"),
-                                             ("te", "trailers")])
+                                             ("te", "trailers"),
+                                             ("x-forwarded-for", "10.9.8.7"),
+                                             ("proxy-authorization", "Basic YTpi")])
         assert r.status == 200, r
         assert r.header("x-request-id") == "phase-1", r.headers
         assert r.header("x-content-type-options") == "nosniff", r.headers
@@ -738,7 +749,8 @@ def test_h2_request_phases_on_one_connection(t):
         assert hget(up, "X-Custom") == "yes", up
         assert hget(up, "X-Request-Id") == "phase-1", up
         assert hget(up, "X-Forwarded-Proto") == "http", up
-        assert "127.0.0.1" in (hget(up, "X-Forwarded-For") or ""), up
+        assert hall(up, "X-Forwarded-For") == ["10.9.8.7, 127.0.0.1"], up
+        assert hget(up, "Proxy-Authorization") is None, "Proxy-Authorization forwarded: %r" % up
         assert hget(up, "Host") == "test.local", up
         assert hget(up, "TE") is None, "TE forwarded upstream: %r" % up
 
@@ -765,13 +777,17 @@ def test_h2_request_phases_on_one_connection(t):
         up = e["headers"]
         assert hget(up, "Content-Length") is not None or (
             (hget(up, "Transfer-Encoding") or "").lower() == "chunked"), up
+        r = c.fetch("GET", "/down/x")
+        assert_error(r, 502)
+        r = c.fetch("GET", "/echo?last=1")
+        assert r.status == 200, r
         assert not c.goaways, c.goaways
-    assert be.served == 5, [q["target"] for q in be.requests]
-    recs = wait_until(lambda: len(access_lines(px)) >= 6 and access_records(px), 3, 0.05,
-                      "access log: %d lines for 6 streams" % len(access_lines(px)))
+    assert be.served == 6, [q["target"] for q in be.requests]
+    recs = wait_until(lambda: len(access_lines(px)) >= 8 and access_records(px), 3, 0.05,
+                      "access log: fewer than 8 lines for 8 streams")
     time.sleep(0.3)
     recs = access_records(px)
-    assert len(recs) == 6, "expected one access log line per stream (6): %r" % recs
+    assert len(recs) == 8, "expected one access log line per stream (8): %r" % recs
     by_path = {str(x.get("path")): x for x in recs}
     byid = {x.get("request_id"): x for x in recs}
     assert int(byid["phase-1"]["status"]) == 200 and byid["phase-1"]["method"] == "GET", recs
@@ -875,9 +891,11 @@ def test_h2_many_concurrent_streams(t):
     assert req[3] == 1000 and req[4] == 0 and req[5] == 0 and req[6] == 0, (
         "h2load requests: %r\n%s\n%s" % (req, r.stdout, log_tail(px)))
     assert st[0] == 1000, "h2load status codes: %r\n%s" % (st, r.stdout)
-    wait_until(lambda: be.served == 1100, 5, 0.05, "backend saw %d of 1100" % be.served)
-    wait_until(lambda: len(access_lines(px)) == 1100, 5, 0.05,
-               "access log has %d lines for 1100 streams" % len(access_lines(px)))
+    try:
+        wait_until(lambda: be.served == 1100 and len(access_lines(px)) == 1100, 5, 0.05)
+    except AssertionError:
+        raise AssertionError("after 1100 streams: the backend saw %d, the access log has %d "
+                             "lines" % (be.served, len(access_lines(px))))
     # the worker is still fine
     assert px.get("/echo").status == 200
 
@@ -909,7 +927,7 @@ def test_h2_curl_reuses_one_connection(t):
     assert r.returncode == 0 and _nghttp_codes(r.stdout) == [200] * 5, (r.stdout, r.stderr)
     wait_until(lambda: be.served == 10, 3, 0.05)
     recs = wait_until(lambda: len(access_lines(px)) >= 10 and access_records(px), 3, 0.05,
-                      "access log: %d lines for 10 streams" % len(access_lines(px)))
+                      "access log: fewer than 10 lines for 10 streams")
     by_run = {}
     for x in recs:
         q = str(x.get("path", ""))
@@ -1083,6 +1101,173 @@ def test_h2_limits_per_stream(t):
         assert want in targets, (want, targets)
 
 
+def test_h2_max_concurrent_streams(t):
+    """limits.max_concurrent_streams = 4 is announced in SETTINGS. A client that keeps to it gets
+    every stream answered (8 requests, 4 at a time, on one connection). One that opens 6 at once
+    after acknowledging the setting breaks the protocol: libnghttp2 ends the connection (GOAWAY
+    PROTOCOL_ERROR; RFC 9113 5.1.2 would allow a stream error, see docs/configuration.md); nothing
+    beyond the limit reaches the upstream, and the worker serves a new connection at once."""
+    be = t.backend()
+    px = h2_proxy(t, be, server={"limits": {"max_concurrent_streams": 4}})
+    with H2Conn(px.port) as c:
+        assert c.peer_settings.get(3) == 4, "SETTINGS_MAX_CONCURRENT_STREAMS: %r" % (
+            c.peer_settings,)
+        c.wait(lambda: c.settings_acked, 3, "the ACK of our SETTINGS")
+        for batch in range(2):
+            sids = [c.request("GET", "/slow/300?b=%d&i=%d" % (batch, i)) for i in range(4)]
+            rs = [c.response(x, 10) for x in sids]
+            assert all(r.status == 200 for r in rs), rs
+        assert not [g for g in c.goaways if g[1] != 0], c.goaways
+    assert be.served == 8, [q["target"] for q in be.requests]
+
+    with H2Conn(px.port) as c:
+        c.wait(lambda: c.settings_acked, 3, "the ACK of our SETTINGS")
+        sids = [c.request("GET", "/slow/1000?i=%d" % i) for i in range(6)]
+        try:
+            c.response(sids[-1], 10)
+        except H2Closed:
+            pass
+        codes = [ERRORS.get(g[1], g[1]) for g in c.goaways]
+        print("report: 6 streams at once with max_concurrent_streams 4 (acknowledged): GOAWAY %r"
+              % codes)
+        assert codes and codes[-1] == "PROTOCOL_ERROR", codes
+    time.sleep(0.5)
+    assert be.served <= 8 + 4, [q["target"] for q in be.requests]
+    with H2Conn(px.port) as c:
+        r = c.fetch("GET", "/echo?after=1")
+        assert r.status == 200, r
+
+
+def test_h2_body_timeout(t):
+    """timeouts.body (1s) per stream: a request body that stalls gets 408 (JSON) and a response
+    the client does not read is reset; the connection serves other streams meanwhile."""
+    be = t.backend()
+    px = h2_proxy(t, be, server={"timeouts": {"body": "1s"}})
+    with H2Conn(px.port, window=65535) as c:
+        sid = c.request("POST", "/echo?stall=1", [("content-length", "1000")], end_stream=False)
+        c.send_data(sid, b"x" * 10, end=False)
+        t0 = time.monotonic()
+        r = c.response(sid, 6)
+        took = time.monotonic() - t0
+        if r.headers:
+            assert_error(r, 408)
+        else:
+            raise AssertionError("stalled request body: reset (%s) without a 408" % (
+                ERRORS.get(r.rst)))
+        assert 0.8 <= took <= 4, "408 after %.1fs (body timeout 1s)" % took
+        r = c.fetch("GET", "/echo?between=1")
+        assert r.status == 200, r
+        # a response the client stops reading (its window shut) is reset
+        c.auto_window = False
+        sid = c.request("GET", "/big/%d" % (8 << 20))
+        st = c.streams[sid]
+        t0 = time.monotonic()
+        c.wait(lambda: st.rst is not None or st.ended, 8, "a reset of the unread response")
+        took = time.monotonic() - t0
+        assert st.rst is not None and not st.ended, "the unread 8 MiB response ended?"
+        print("report: unread response reset after %.1fs (%s)" % (took, ERRORS.get(st.rst)))
+        assert took <= 5, took
+        c.auto_window = True
+        c.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 24)))
+        r = c.fetch("GET", "/echo?after=1")
+        assert r.status == 200, r
+        bad = [g for g in c.goaways if g[1] != 0]
+        assert not bad, bad
+    assert not any("stall=1" in q["target"] and q["body_length"] == 1000 for q in be.requests)
+
+
+def test_h2_connect_rejected(t):
+    """CONNECT over HTTP/2 (no :path/:scheme) is answered 400, and nothing reaches the upstream;
+    the connection goes on."""
+    be = t.backend()
+    px = h2_proxy(t, be)
+    with H2Conn(px.port) as c:
+        sid = c.next_sid
+        c.next_sid += 2
+        c.streams[sid] = H2Stream(sid, c.peer_initial_window)
+        c.send_headers(sid, [(":method", "CONNECT"), (":authority", "example.test:443")], False)
+        r = c.response(sid, 5)
+        if r.headers:
+            assert_error(r, 400)
+        else:
+            raise AssertionError("CONNECT: reset (%s) without a 400" % ERRORS.get(r.rst))
+        r = c.fetch("GET", "/echo")
+        assert r.status == 200, r
+    assert be.served == 1, [q["target"] for q in be.requests]
+
+
+def _established_to(port):
+    """Established TCP connections on this host whose remote end is 127.0.0.1:port."""
+    want = ":%04X" % port
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[2].endswith(want) and parts[3] == "01":
+                n += 1
+    return n
+
+
+def test_h2_client_cancels_stream(t):
+    """A client that stops reading a 50 MiB response (its window stays shut) and then cancels
+    the stream (RST_STREAM CANCEL): proxyd holds little meanwhile, drops the upstream connection
+    that was carrying the body, and the client connection goes on serving other streams."""
+    be = t.backend()
+    big = t.backend("big")
+    px = h2_proxy(t, be, upstreams={"big": {"servers": [{"address": big.address}]}},
+                  routes=[{"path": "/big", "upstream": "big"}, {"path": "/", "upstream": "b"}],
+                  log={"format": "json"})
+    base = px.rss_kib()
+    with H2Conn(px.port, window=65535) as c:
+        c.auto_window = False
+        sid = c.request("GET", "/big/%d" % (50 << 20))
+        st = c.streams[sid]
+        c.wait(lambda: len(st.data) >= 65535 or st.ended, 5, "the first 64 KiB of /big")
+        c.drain(1.0)
+        assert len(st.data) <= 65535, "%d bytes sent past a 65,535-byte window" % len(st.data)
+        assert _established_to(big.port) == 1, "no upstream connection carries /big"
+        held = (px.rss_kib() - base) / 1024.0
+        c.send(frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL)))
+        c.auto_window = True
+        c.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 24)))
+        r = c.fetch("GET", "/echo?after-cancel=1")
+        assert r.status == 200, r
+        wait_until(lambda: _established_to(big.port) == 0, 3, 0.05,
+                   "the upstream connection of the cancelled 50 MiB response is still open 3s "
+                   "after RST_STREAM")
+        r = c.fetch("GET", "/big/1000")
+        assert r.status == 200 and len(r.body) == 1000, r
+        assert not c.goaways, c.goaways
+    print("report: proxyd RSS while a 50 MiB response waited on a shut window: +%.1f MiB" % held)
+    if not harness.sanitized():
+        assert held < 16, "proxyd took in %.1f MiB of a response the client was not reading" % (
+            held)
+    recs = wait_until(lambda: len(access_lines(px)) >= 3 and access_records(px), 3, 0.05)
+    assert any(str(x.get("path", "")).startswith("/big/%d" % (50 << 20)) for x in recs), recs
+
+
+def test_h2_idle_connections_time_out(t):
+    """timeouts.keepalive (1s) closes an idle HTTP/2 connection after its last stream, and one
+    that never sends a request; a connection with a request in flight is not cut."""
+    be = t.backend()
+    px = h2_proxy(t, be, server={"timeouts": {"keepalive": "1s", "header": "1s"}})
+    with H2Conn(px.port) as used, H2Conn(px.port) as silent, H2Conn(px.port) as busy:
+        sid = busy.request("GET", "/slow/2500")
+        assert used.fetch("GET", "/echo").status == 200
+        t0 = time.monotonic()
+        closed_used = used.wait_closed(5)
+        took_used = time.monotonic() - t0
+        closed_silent = silent.wait_closed(1)
+        r = busy.response(sid, 5)
+        print("report: idle h2 connection closed after %.1fs (GOAWAY %r); never-used one: GOAWAY "
+              "%r" % (took_used, [(g[0], ERRORS.get(g[1])) for g in used.goaways],
+                      [(g[0], ERRORS.get(g[1])) for g in silent.goaways]))
+        assert closed_used, "an idle HTTP/2 connection still open 5s after its last stream " \
+                            "(keepalive 1s)"
+        assert closed_silent, "an HTTP/2 connection that sent no request still open after 6s"
+        assert r.status == 200 and r.body == b"slow 2500\n", r
+
+
 # ----------------------------------------------------------------------------------------------
 # 7. rapid reset (CVE-2023-44487)
 
@@ -1130,9 +1315,12 @@ def test_h2_rapid_reset(t):
     assert goaways or closed, ("after %d HEADERS+RST_STREAM pairs: no GOAWAY and the connection "
                                "is still open; last frames: %s" % (sent, frames))
     if goaways:
-        codes = [g[1] for g in goaways]
-        assert ENHANCE_YOUR_CALM in codes, ("GOAWAY with %r, expected ENHANCE_YOUR_CALM (0xb)"
-                                            % [ERRORS.get(x, x) for x in codes])
+        desc = [(g[0], ERRORS.get(g[1], g[1])) for g in goaways]
+        assert all(g[1] == ENHANCE_YOUR_CALM for g in goaways), (
+            "GOAWAY (last stream, code) %r: expected ENHANCE_YOUR_CALM (0xb)" % desc)
+        lasts = [g[0] for g in goaways]
+        assert lasts == sorted(lasts, reverse=True), (
+            "GOAWAY last-stream-ids %r increase (RFC 9113 6.8: MUST NOT): %r" % (lasts, desc))
     assert sent < n_pairs or goaways, "the whole burst was accepted and no GOAWAY came"
     assert closed, "the connection stayed open 5s after GOAWAY(ENHANCE_YOUR_CALM)"
     # the worker is responsive
@@ -1147,6 +1335,127 @@ def test_h2_rapid_reset(t):
     time.sleep(0.5)
     slow = sum(1 for q in be.requests if q["target"].startswith("/slow/"))
     assert slow < 1500, "the backend received %d of %d reset requests" % (slow, sent)
+
+
+def _flood(px, c, batches, limit_s=20.0):
+    """Write the byte strings from `batches` until proxyd ends the connection, stops reading
+    (a send blocks for the socket timeout), sends GOAWAY, or the batches run out. Returns
+    (bytes sent, how it stopped, peak RSS growth in MiB)."""
+    base = px.rss_kib()
+    peak = base
+    sent = 0
+    how = "all sent"
+    deadline = time.monotonic() + limit_s
+    for i, b in enumerate(batches):
+        try:
+            c.send(b)
+        except H2Closed:
+            how = "closed"
+            break
+        except socket.timeout:
+            how = "proxyd stopped reading"
+            break
+        sent += len(b)
+        if i % 16 == 0:
+            peak = max(peak, px.rss_kib())
+            if not c.drain(0.0):
+                how = "closed"
+                break
+            if c.goaways:
+                how = "goaway"
+                break
+        if time.monotonic() > deadline:
+            how = "time limit"
+            break
+    peak = max(peak, px.rss_kib())
+    return sent, how, (peak - base) / 1024.0
+
+
+@harness.timeout(60)
+def test_h2_continuation_flood(t):
+    """A header block that never ends (HEADERS without END_HEADERS, then CONTINUATION frames of
+    16 KiB each, up to 32 MiB; CVE-2024-27316 style): proxyd ends the connection long before, its
+    memory stays small, and the worker goes on serving."""
+    be = t.backend()
+    px = h2_proxy(t, be)
+    pid = worker_pid(px)
+
+    def batches():
+        yield frame(HEADERS, 0, 1, hpack_block([(":method", "GET"), (":scheme", "http"),
+                                                (":authority", "x"), (":path", "/echo")]))
+        piece = hpack_block([("x-flood", "v" * 16000)])
+        one = frame(CONTINUATION, 0, 1, piece)
+        for _ in range(2048 // 16):
+            yield one * 16
+    with H2Conn(px.port, timeout=3) as c:
+        sent, how, grow = _flood(px, c, batches())
+        if how in ("all sent", "time limit", "proxyd stopped reading"):
+            closed = c.wait_closed(3)
+        else:
+            closed = True
+        goaways = [(g[0], ERRORS.get(g[1], g[1])) for g in c.goaways]
+        resp = c.streams.get(1)
+    print("report: CONTINUATION flood: %.1f MiB written, then %s; GOAWAY %r; closed %s; RSS +%.1f "
+          "MiB" % (sent / 1048576.0, how, goaways, closed, grow))
+    assert resp is None or resp.headers is None or int(hget(resp.headers, ":status")) >= 400
+    assert sent < 8 << 20, ("proxyd took %.1f MiB of one never-ending header block (%s)" % (
+        sent / 1048576.0, how))
+    assert closed, "the connection stayed open after the flood (%s)" % how
+    if not harness.sanitized():
+        assert grow < 16, "RSS grew by %.1f MiB during the flood" % grow
+    r = curl_h2(t, "http://127.0.0.1:%d/echo?after=1" % px.port, ["--max-time", "5"])
+    assert r[0].startswith("HTTP/2 200"), r[0]
+    assert worker_pid(px) == pid, "the worker was replaced (crashed?)"
+    assert be.served == 1, [q["target"] for q in be.requests]
+
+
+@harness.timeout(60)
+def test_h2_ping_flood_client_not_reading(t):
+    """A client that sends PING frames (17 MiB of them) and never reads the ACKs (CVE-2019-9512
+    style): proxyd ends the connection or stops reading it, without queueing ACKs in memory;
+    the worker goes on serving."""
+    be = t.backend()
+    px = h2_proxy(t, be)
+    pid = worker_pid(px)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # before connect: a small window
+    s.settimeout(3)
+    s.connect(("127.0.0.1", px.port))
+    s.sendall(PREFACE + frame(SETTINGS, 0, 0))
+    ping = frame(PING, 0, 0, b"12345678")
+    batch = ping * 4096
+    base = px.rss_kib()
+    peak = base
+    sent = 0
+    how = "all sent"
+    t0 = time.monotonic()
+    try:
+        for i in range(256):               # 256 x 4096 PINGs = 1M PINGs, 17 MiB
+            try:
+                s.sendall(batch)
+            except (BrokenPipeError, ConnectionResetError):
+                how = "closed"
+                break
+            except socket.timeout:
+                how = "proxyd stopped reading"
+                break
+            sent += len(batch)
+            if i % 8 == 0:
+                peak = max(peak, px.rss_kib())
+            if time.monotonic() - t0 > 30:
+                how = "time limit"
+                break
+        peak = max(peak, px.rss_kib())
+    finally:
+        s.close()
+    grow = (peak - base) / 1024.0
+    print("report: PING flood without reading: %.1f MiB of PINGs written, then %s; RSS +%.1f MiB"
+          % (sent / 1048576.0, how, grow))
+    if not harness.sanitized():
+        assert grow < 24, "proxyd's RSS grew by %.1f MiB queueing PING ACKs" % grow
+    r = curl_h2(t, "http://127.0.0.1:%d/echo?after=1" % px.port, ["--max-time", "5"])
+    assert r[0].startswith("HTTP/2 200"), r[0]
+    assert worker_pid(px) == pid, "the worker was replaced (crashed?)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1186,12 +1495,33 @@ def test_h2_reload_goaway_and_drain(t):
         print("report: GOAWAY on the busy connection %.2fs after reload started: last stream "
               "%d, %s" % (time.monotonic() - t0, g[0], ERRORS.get(g[1], g[1])))
         assert g[1] == 0, "GOAWAY with %s, expected NO_ERROR" % ERRORS.get(g[1], g[1])
+        # after a shutdown notice (last = 2^31-1) the final GOAWAY names the last stream taken;
+        # a stream opened after that one is not processed (refused or ignored)
+        late = None
+        try:
+            busy.wait(lambda: any(x[0] < 0x7FFFFFFF for x in busy.goaways), 3,
+                      "a final GOAWAY (last stream < 2^31-1)")
+            late = busy.request("GET", "/echo?after-goaway=1")
+        except AssertionError:
+            print("report: no final GOAWAY within 3s of the shutdown notice while stream %d "
+                  "was in flight" % sid)
         r = busy.response(sid, timeout=10)
         assert r.status == 200 and r.body == b"slow 3000\n", r
         assert r.header("x-generation") == "a", r.headers
         assert r.rst is None, r
         assert all(x[0] >= sid for x in busy.goaways), (
             "a GOAWAY's last stream id excludes the in-flight stream %d: %r" % (sid, busy.goaways))
+        if late is not None:
+            busy.drain(0.5)
+            late_st = busy.streams[late]
+            final = min(x[0] for x in busy.goaways)
+            assert late_st.headers is None, (
+                "stream %d opened after GOAWAY(last=%d) was answered: %r" % (
+                    late, final, H2Response(late_st)))
+            assert late_st.rst in (None, 7), (
+                "late stream reset with %s, expected REFUSED_STREAM" % ERRORS.get(late_st.rst))
+            assert not any("after-goaway" in q["target"] for q in be.requests), (
+                "a stream opened after the final GOAWAY reached the upstream")
         gi = idle.wait_goaway(5)
         assert gi[1] == 0, gi
         assert idle.wait_closed(5), "the idle HTTP/2 connection was not closed after GOAWAY"
@@ -1207,6 +1537,29 @@ def test_h2_reload_goaway_and_drain(t):
     wait_until(lambda: not harness.pid_alive(old), 8, 0.1,
                "the old worker %d still runs 8s after its HTTP/2 connections ended "
                "(shutdown_timeout 30s)" % old)
+
+
+@harness.timeout(60)
+def test_h2_graceful_stop(t):
+    """proxyctl stop with a 2 s HTTP/2 request in flight: GOAWAY (NO_ERROR) at once, the response
+    completes, then proxyd exits."""
+    be = t.backend()
+    px = h2_proxy(t, be, server={"shutdown_timeout": "20s"})
+    with H2Conn(px.port, timeout=15) as c:
+        sid = c.request("GET", "/slow/2000")
+        wait_until(lambda: be.served == 1, 3, 0.02)
+        p = t.spawn([harness.PROXYCTL, "-s", px.control_socket, "stop"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        g = c.wait_goaway(5)
+        assert g[1] == 0 and g[0] >= sid, g
+        r = c.response(sid, 10)
+        assert r.status == 200 and r.body == b"slow 2000\n", r
+        assert c.wait_closed(5), "connection still open after its last stream while stopping"
+    try:
+        p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("proxyctl stop did not return within 20s")
+    assert px.wait_exit(10) is not None, "proxyd still running 10s after its last connection"
 
 
 # ----------------------------------------------------------------------------------------------

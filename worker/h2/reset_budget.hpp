@@ -2,11 +2,12 @@
 // (CVE-2023-44487), where opening and at once cancelling streams makes the server start work that
 // the concurrent-stream limit never sees, because each stream is already closed.
 //
-// nghttp2 has the same bucket (nghttp2_option_set_stream_reset_rate_limit, set to the same
-// numbers as a backstop), but when it runs dry it only queues a GOAWAY and keeps reading, and
-// its owner cannot tell. The session keeps its own so that it can end the connection with
-// ENHANCE_YOUR_CALM and tell the owner at once (receive() returns false). Ours is charged in the
-// frame callback, which nghttp2 runs before charging its own, so ours always trips first.
+// nghttp2 has a similar bucket (nghttp2_option_set_stream_reset_rate_limit, Debian's backport of
+// the CVE fix), but when it runs dry it queues a GOAWAY with INTERNAL_ERROR and keeps reading,
+// and its owner cannot tell; it also counts more than inbound RST_STREAM frames, so with equal
+// numbers it trips first. The session keeps its own, and sets nghttp2's to twice its numbers as
+// a backstop, so that a flood ends with ENHANCE_YOUR_CALM and the owner hears of it at once
+// (receive() returns false).
 #pragma once
 
 #include <algorithm>

@@ -81,7 +81,9 @@ OptionPtr make_options(const Limits& limits) {
     OptionPtr option(raw);
     // WINDOW_UPDATE only for what the owner consumed: flow control reaches the upstream.
     nghttp2_option_set_no_auto_window_update(raw, 1);
-    nghttp2_option_set_stream_reset_rate_limit(raw, limits.reset_burst, limits.reset_rate);
+    // nghttp2's own rapid-reset bucket, a backstop at twice ours (reset_budget.hpp).
+    nghttp2_option_set_stream_reset_rate_limit(raw, 2 * std::uint64_t{limits.reset_burst},
+                                               2 * std::uint64_t{limits.reset_rate});
     nghttp2_option_set_max_settings(raw, limits.max_settings_entries);
     nghttp2_option_set_max_continuations(raw, limits.max_continuations);
     nghttp2_option_set_max_outbound_ack(raw, limits.max_outbound_ack);
@@ -423,6 +425,12 @@ void ServerSession::consume(std::int32_t id, std::size_t n) {
 std::size_t ServerSession::pending_response_bytes(std::int32_t id) const {
     Stream* stream = find(id);
     return stream == nullptr ? 0 : stream->response_body.pending();
+}
+
+void ServerSession::announce_shutdown() {
+    if (draining_ || fatal_ || announced_shutdown_) return;
+    announced_shutdown_ = true;
+    nghttp2_submit_shutdown_notice(session_.get());
 }
 
 void ServerSession::shutdown_gracefully() {

@@ -135,6 +135,10 @@ class ServerSession {
     // Draining: GOAWAY naming the last stream we took; those finish, no new ones are accepted
     // (a client retries them elsewhere). finished() tells when the last one is done.
     void shutdown_gracefully();
+    // The first half of a graceful shutdown (RFC 9113 6.8): a GOAWAY naming the highest possible
+    // stream, which tells the client to open no more streams here while the requests it already
+    // sent on their way are still taken. shutdown_gracefully() follows a moment later.
+    void announce_shutdown();
     // Streams the client has open (requests being received or answered).
     std::size_t open_streams() const { return live_.size(); }
 
@@ -173,6 +177,7 @@ class ServerSession {
     bool enraged_ = false;   // we ended the connection (reset budget spent): GOAWAY queued
     bool failed_ = false;    // a GOAWAY with an error code went out: the connection is over
     bool draining_ = false;  // shutdown_gracefully() was called
+    bool announced_shutdown_ = false;
     SessionPtr session_;     // last: it goes first, while the state its callbacks see exists
 };
 

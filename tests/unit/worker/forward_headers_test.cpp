@@ -283,11 +283,13 @@ std::string field(const worker::FieldList& fields, const std::string& name) {
 }  // namespace
 
 TEST_CASE("HTTP/2 response fields: the HTTP/1.1 head's filtering, without framing fields") {
-    auto response = parse_response(
+    // The response's views point into the text: it must outlive them.
+    const std::string text =
         "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n"
         "X-Hop: 1\r\nTransfer-Encoding: chunked\r\nTrailer: grpc-status\r\nUpgrade: h2c\r\n"
         "X-Request-Id: upstream-id\r\nAccess-Control-Allow-Origin: *\r\nX-Frame: DENY\r\n"
-        "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n");
+        "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+    auto response = parse_response(text);
     worker::HeaderList extra{{"X-Frame", "SAMEORIGIN"}};
     worker::ClientResponseInfo info;
     info.request_id = "rid";
@@ -309,10 +311,12 @@ TEST_CASE("HTTP/2 response fields: the HTTP/1.1 head's filtering, without framin
     CHECK(field(fields, "set-cookie") == "srv=abc; Path=/");
 
     SUBCASE("a known length is kept") {
-        auto sized = parse_response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
+        const std::string sized_text = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+        auto sized = parse_response(sized_text);
         worker::build_client_response_fields(sized, {}, fields);
         CHECK(field(fields, "Content-Length") == "3");
-        auto head = parse_response("HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n", true);
+        const std::string head_text = "HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n";
+        auto head = parse_response(head_text, true);
         worker::build_client_response_fields(head, {}, fields);
         CHECK(field(fields, "Content-Length") == "30");
     }

@@ -850,6 +850,30 @@ TEST_CASE("h2: shutdown_gracefully lets the streams in flight finish and takes n
     CHECK(c.flushed_ok);
 }
 
+TEST_CASE("h2: announce_shutdown then shutdown_gracefully: a request crossing the notice is taken") {
+    Connection c;
+    const std::int32_t first = c.client.get("/1");
+    c.pump();
+    c.server.announce_shutdown();
+    const std::string notice = c.from_server();
+    // Sent before the client saw the notice: still served.
+    const std::int32_t crossing = c.client.get("/2");
+    REQUIRE(c.to_server());
+    c.client.input(notice);
+    CHECK(c.owner.requests.count(crossing) == 1);
+    CHECK(c.client.goaway_error == NGHTTP2_NO_ERROR);
+    CHECK_FALSE(c.server.finished());
+    c.server.shutdown_gracefully();
+    c.pump();
+    CHECK(c.client.goaway_last_stream == crossing);
+    c.respond(first, 200, "one");
+    c.respond(crossing, 200, "two");
+    c.pump();
+    CHECK(c.client.response(first).body == "one");
+    CHECK(c.client.response(crossing).body == "two");
+    CHECK(c.server.finished());
+}
+
 TEST_CASE("h2: bytes that are not the client preface fail receive()") {
     Owner owner;
     ServerSession server(owner, Limits{});
