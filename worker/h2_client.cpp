@@ -23,7 +23,8 @@ std::size_t field_bytes(const std::vector<h2::Header>& fields) {
 
 h2::Limits session_limits(const config::ServerSection& server) {
     h2::Limits limits;
-    limits.max_concurrent_streams = static_cast<std::uint32_t>(server.limits.max_concurrent_streams);
+    limits.max_concurrent_streams =
+        static_cast<std::uint32_t>(server.limits.max_concurrent_streams);
     // The same bound as an HTTP/1.1 head: the decoded header list, so HPACK cannot amplify it.
     limits.max_header_list_size = static_cast<std::uint32_t>(
         std::min<std::size_t>(server.limits.max_header_size, UINT32_MAX));
@@ -93,7 +94,8 @@ int H2Stream::build_request() {
     // forwarding rules see what they see in HTTP/1.1 (Host, X-Forwarded-Host).
     bool has_host = false;
     for (const auto& field : head_.headers) has_host = has_host || field.name == "host";
-    if (!has_host && !head_.authority.empty()) r.headers[r.header_count++] = {"host", head_.authority};
+    if (!has_host && !head_.authority.empty())
+        r.headers[r.header_count++] = {"host", head_.authority};
     for (const auto& field : head_.headers) {
         if (field.name == "cookie") {
             if (!cookie_.empty()) cookie_ += "; ";

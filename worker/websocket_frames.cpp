@@ -74,10 +74,9 @@ std::size_t going_away_frame_to_client(std::uint8_t (&frame)[4]) {
 }
 
 std::size_t going_away_frame_to_server(std::uint8_t (&frame)[8], std::uint32_t mask) {
-    const std::uint8_t key[4] = {static_cast<std::uint8_t>(mask >> 24),
-                                 static_cast<std::uint8_t>(mask >> 16),
-                                 static_cast<std::uint8_t>(mask >> 8),
-                                 static_cast<std::uint8_t>(mask)};
+    const std::uint8_t key[4] = {
+        static_cast<std::uint8_t>(mask >> 24), static_cast<std::uint8_t>(mask >> 16),
+        static_cast<std::uint8_t>(mask >> 8), static_cast<std::uint8_t>(mask)};
     frame[0] = kCloseFinal;
     frame[1] = 0x80 | 2;
     std::copy(key, key + 4, frame + 2);
