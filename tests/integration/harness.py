@@ -309,14 +309,9 @@ def hall(headers, name):
     return [v for k, v in headers if k.lower() == name]
 
 
-class Response:
-    def __init__(self, version, status, reason, headers, body, interim=()):
-        self.version = version
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.body = body
-        self.interim = list(interim)   # 1xx responses seen before this one (status codes)
+class HeaderAccess:
+    """Lookups on an object's `headers` (a list of (name, value)) and `body`, for the responses
+    of every client in the tests."""
 
     def header(self, name, default=None):
         return hget(self.headers, name, default)
@@ -329,6 +324,16 @@ class Response:
 
     def json(self):
         return json.loads(self.body)
+
+
+class Response(HeaderAccess):
+    def __init__(self, version, status, reason, headers, body, interim=()):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.interim = list(interim)   # 1xx responses seen before this one (status codes)
 
     def __iter__(self):
         """status, headers, body = resp"""

@@ -81,6 +81,12 @@ class Client:
         self.server_stream = self.channel.unary_stream("/test.Echo/ServerStream")
         self.client_stream = self.channel.stream_unary("/test.Echo/ClientStream")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         self.channel.close()
 
@@ -194,8 +200,7 @@ def test_h2_upstream_over_tls(t):
 def test_grpc_unary_ok_and_trailers(t):
     peer = Peer(t)
     px = grpc_proxy(t, peer.address)
-    client = Client(px.port)
-    try:
+    with Client(px.port) as client:
         answer, call = client.unary.with_call(b"ping", timeout=10)
         assert answer == b"ping"
         assert call.code() == grpc.StatusCode.OK
@@ -214,16 +219,13 @@ def test_grpc_unary_ok_and_trailers(t):
         for th in threads:
             th.join(15)
         assert results == [b"n%d" % i for i in range(20)]
-    finally:
-        client.close()
 
 
 @harness.timeout(60)
 def test_grpc_server_streaming_streams(t):
     peer = Peer(t)
     px = grpc_proxy(t, peer.address)
-    client = Client(px.port)
-    try:
+    with Client(px.port) as client:
         arrivals = []
         for message in client.server_stream(b"5:400", timeout=20):
             arrivals.append((time.time(), json.loads(message)))
@@ -234,15 +236,12 @@ def test_grpc_server_streaming_streams(t):
         assert first_arrival < last_sent - 1.0, (first_arrival, last_sent)
         for arrived, message in arrivals:
             assert arrived - message["sent"] < 0.3, (arrived, message)
-    finally:
-        client.close()
 
 
 def test_grpc_non_ok_status_preserved(t):
     peer = Peer(t)
     px = grpc_proxy(t, peer.address)
-    client = Client(px.port)
-    try:
+    with Client(px.port) as client:
         try:
             client.unary(b"status:NOT_FOUND:no such thing \xc3\xa9 100%", timeout=10)
             raise AssertionError("the call succeeded")
@@ -250,26 +249,20 @@ def test_grpc_non_ok_status_preserved(t):
             assert e.code() == grpc.StatusCode.NOT_FOUND, e
             assert e.details() == "no such thing \u00e9 100%", e.details()
             assert ("x-peer-trailer", "g1") in tuple(e.trailing_metadata())
-    finally:
-        client.close()
 
 
 def test_grpc_unavailable_when_upstream_down(t):
     px = grpc_proxy(t, t.refusing_address())
-    client = Client(px.port)
-    try:
+    with Client(px.port) as client:
         try:
             client.unary(b"x", timeout=10)
             raise AssertionError("the call succeeded")
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.UNAVAILABLE, e
-    finally:
-        client.close()
     # A server that goes away is UNAVAILABLE too, and so is an upstream with every server down.
     peer = Peer(t, "g2")
     px2 = grpc_proxy(t, peer.address, name="proxyd2")
-    client = Client(px2.port)
-    try:
+    with Client(px2.port) as client:
         assert client.unary(b"up", timeout=10) == b"up"
         peer.proc.kill()
         peer.proc.wait(10)
@@ -278,15 +271,12 @@ def test_grpc_unavailable_when_upstream_down(t):
             raise AssertionError("the call succeeded")
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.UNAVAILABLE, e
-    finally:
-        client.close()
 
 
 def test_grpc_deadline_exceeded(t):
     peer = Peer(t)
     px = grpc_proxy(t, peer.address)
-    client = Client(px.port)
-    try:
+    with Client(px.port) as client:
         started = time.monotonic()
         try:
             client.unary(b"sleep:5", timeout=0.5)
@@ -294,28 +284,22 @@ def test_grpc_deadline_exceeded(t):
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
         assert time.monotonic() - started < 3
-    finally:
-        client.close()
 
 
 @harness.timeout(90)
 def test_grpc_large_unary(t):
     peer = Peer(t)
     px = grpc_proxy(t, peer.address)
-    client = Client(px.port)
-    try:
+    with Client(px.port) as client:
         message = harness.pattern_bytes(BIG)
         assert client.unary(message, timeout=30) == message
         assert client.client_stream(iter([b"a" * 100000] * 40), timeout=30) == b"40:4000000"
-    finally:
-        client.close()
 
 
 def test_grpc_client_cancel_resets_upstream_stream(t):
     peer = Peer(t)
     px = grpc_proxy(t, peer.address)
-    client = Client(px.port)
-    try:
+    with Client(px.port) as client:
         stream = client.server_stream(b"50:100", timeout=20)
         assert json.loads(next(stream))["i"] == 0
         stream.cancel()
@@ -324,5 +308,3 @@ def test_grpc_client_cancel_resets_upstream_stream(t):
             assert client.unary(b"after%d" % i, timeout=10) == b"after%d" % i
         # Four calls logged: the cancelled stream among them.
         wait_until(lambda: open(t.path("proxyd/access.log")).read().count("/test.Echo/") == 4, 5)
-    finally:
-        client.close()

@@ -180,7 +180,7 @@ class H2Stream:
         self.data_frames = 0
 
 
-class H2Response:
+class H2Response(harness.HeaderAccess):
     """Looks enough like harness.Response for assert_error."""
 
     def __init__(self, st):
@@ -195,18 +195,6 @@ class H2Response:
         self.rst = st.rst
         self.ended = st.ended
         self.data_frames = st.data_frames
-
-    def header(self, name, default=None):
-        return hget(self.headers, name, default)
-
-    def header_all(self, name):
-        return hall(self.headers, name)
-
-    def has(self, name):
-        return any(k.lower() == name.lower() for k, _ in self.headers)
-
-    def json(self):
-        return json.loads(self.body)
 
     def __repr__(self):
         return "<H2Response stream %d status %s rst %s headers %r body %r>" % (

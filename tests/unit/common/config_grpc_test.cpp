@@ -6,28 +6,19 @@
 
 #include "common/config/load.hpp"
 #include "common/config/to_json.hpp"
+#include "tests/unit/common/config_text.hpp"
 
 using namespace proxyd::config;
 
 namespace {
 
 LoadResult load(std::string_view text) {
-    if (!text.empty() && text.front() == '\n') text.remove_prefix(1);
-    return load_string(text, "test.toml");
+    return proxyd::testing::load_text(text);
 }
-
-std::string errors_of(const LoadResult& result) {
-    std::string out;
-    for (const ConfigError& e : result.errors) out += e.format() + "\n";
-    return out;
-}
-
 Config valid(std::string_view text) {
-    LoadResult result = load(text);
-    INFO(errors_of(result));
-    REQUIRE(result.config.has_value());
-    return std::move(*result.config);
+    return proxyd::testing::valid_config(text);
 }
+using proxyd::testing::errors_of;
 
 }  // namespace
 

@@ -7,41 +7,21 @@
 #include <string>
 
 #include "common/config/load.hpp"
+#include "tests/unit/common/config_text.hpp"
 
 using namespace proxyd::config;
 using namespace std::chrono_literals;
 
 namespace {
 
-// Line 1 of the config is the line after the opening R"( so that the numbers in the expected
-// messages can be read off the test source.
 LoadResult load(std::string_view text) {
-    if (!text.empty() && text.front() == '\n') text.remove_prefix(1);
-    return load_string(text, "test.toml");
+    return proxyd::testing::load_text(text);
 }
-
-// All errors, formatted, one per line: compared whole so a failure shows every message.
-std::string errors_of(const LoadResult& result) {
-    std::string out;
-    for (const ConfigError& e : result.errors) out += e.format() + "\n";
-    return out;
-}
-
-// Loads a config that must be valid.
 Config valid(std::string_view text) {
-    LoadResult result = load(text);
-    INFO(errors_of(result));
-    REQUIRE(result.errors.empty());
-    REQUIRE(result.config.has_value());
-    return std::move(*result.config);
+    return proxyd::testing::valid_config(text);
 }
-
-// Loads a config that must fail with exactly `expected` (formatted lines).
-void check_errors(std::string_view text, const std::string& expected) {
-    const LoadResult result = load(text);
-    CHECK_FALSE(result.config.has_value());
-    CHECK(errors_of(result) == expected);
-}
+using proxyd::testing::check_errors;
+using proxyd::testing::errors_of;
 
 constexpr std::string_view kMinimal = R"(
 [server]
