@@ -364,7 +364,9 @@ void RequestFlow::begin_response(const http::Response& response, ClientResponseI
     worker_.metrics().upstream_response(ex.upstream_index, ex.server_index, response.status,
                                         std::chrono::duration_cast<std::chrono::microseconds>(
                                             std::chrono::steady_clock::now() - ex.attempt_started));
-    report_attempt(response.status < 500);
+    // Passive health (docs/configuration.md): 502-504 say the server or what is behind it is
+    // failing; any other status, a 500 included, is the application's answer to this request.
+    report_attempt(response.status < 502 || response.status > 504);
     ex.response_head_done = true;
     ex.status = response.status;
     ex.response_body = response.body;

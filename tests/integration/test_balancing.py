@@ -589,6 +589,24 @@ def test_balancing_retry_idempotent_only(t):
     assert_error(px.get("/dead/x"), 502)
 
 
+@harness.timeout(30)
+def test_balancing_passive_health_counts_502_to_504_only(t):
+    """A 500 (or 404) is the application's answer, not a failing server: 10 in a row leave the
+    circuit closed. Three 502s open it (as 503s do in test_balancing_circuit_breaker)."""
+    be = t.backend()
+    px = t.proxy_to(be)
+    for _ in range(10):
+        assert px.get("/status/500").status == 500
+        assert px.get("/status/404").status == 404
+    s = _server(px, be.address)
+    assert s["circuit"] == "closed" and s["available"], s
+    assert px.get("/echo").status == 200
+    for _ in range(3):
+        assert px.get("/status/502").status == 502
+    s = _server(px, be.address)
+    assert s["circuit"] == "open" and not s["available"], s
+
+
 @harness.timeout(40)
 def test_balancing_circuit_breaker(t):
     bad = t.backend("bad", behave_as="/status/503")
