@@ -140,7 +140,8 @@ int Master::run() {
         spdlog::error("{}", error);
         return 1;
     }
-    if (!config_.server.user.empty() && ::geteuid() != 0) {
+    // (Already running as that user, e.g. under the packaged systemd unit, is fine as it is.)
+    if (!config_.server.user.empty() && ::geteuid() != 0 && ::geteuid() != config_.server.uid) {
         spdlog::warn("server.user {} has no effect: the master does not run as root",
                      config_.server.user);
     }

@@ -317,6 +317,10 @@ void Master::complete_handoff() {
         begin_stop(true);
         return;
     }
+    // systemd learns the new main pid before the old master can exit: with an idle old
+    // generation it may be gone a moment after "ready", and if systemd saw its main pid exit
+    // first it would take the service as stopped.
+    sd_notify("MAINPID=" + std::to_string(::getpid()));
     net::send_with_fds(handoff_.get(), "ready", {});
     handoff_.reset();
     announce_ready();
