@@ -20,7 +20,8 @@ normalize() {
     sort -u
 }
 dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $6}' | sed 's#^\./#/#' | normalize >"$work/deb"
-rpm -qplv "$rpm" | awk '$1 !~ /^d/ {print $NF}' | normalize >"$work/rpm"
+rpm_list() { rpm -qp --qf '[%{FILEMODES:perms} %{FILENAMES}\n]' "$rpm"; }
+rpm_list | awk '$1 !~ /^d/ {print $2}' | normalize >"$work/rpm"
 echo "== files (deb | rpm)"
 if ! diff "$work/deb" "$work/rpm"; then
   echo "FAIL: the packages hold different files" >&2
@@ -31,13 +32,13 @@ cat "$work/deb"
 echo "== directories owned by the package"
 for dir in /etc/proxyd /var/log/proxyd /var/lib/proxyd; do
   dpkg-deb -c "$deb" | awk '{print $6}' | grep -qx "\.$dir/" || { echo "FAIL: deb lacks $dir" >&2; exit 1; }
-  rpm -qplv "$rpm" | awk '$1 ~ /^d/ {print $NF}' | grep -qx "$dir" || { echo "FAIL: rpm lacks $dir" >&2; exit 1; }
+  rpm_list | awk '$1 ~ /^d/ {print $2}' | grep -qx "$dir" || { echo "FAIL: rpm lacks $dir" >&2; exit 1; }
   echo "$dir"
 done
 
 echo "== scripts"
 dpkg-deb -e "$deb" "$work/control"
-cat "$work/control"/{preinst,postinst,prerm,postrm} 2>/dev/null >"$work/deb-scripts"
+cat "$work/control"/{preinst,postinst,prerm,postrm} 2>/dev/null >"$work/deb-scripts" || true  # (no preinst)
 rpm -qp --scripts "$rpm" >"$work/rpm-scripts"
 cat "$work/rpm-scripts"
 # What both must do: create the user, upgrade a running proxyd in place, stop it gracefully on
