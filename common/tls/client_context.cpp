@@ -146,7 +146,12 @@ SslPtr ClientTls::connect(const config::UpstreamServer& server, int fd, SessionS
             return nullptr;
         }
     }
-    if (slot && slot->session) SSL_set_session(ssl.get(), slot->session.get());
+    if (slot && slot->session) {
+        // A copy again: SSL_set_session shares the object, and a resumed TLS 1.2 connection gets
+        // no new session to replace it, so one ended without close_notify would spoil the slot's.
+        SessionPtr copy(SSL_SESSION_dup(slot->session.get()));
+        if (copy) SSL_set_session(ssl.get(), copy.get());
+    }
     return ssl;
 }
 

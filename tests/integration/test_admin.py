@@ -130,21 +130,41 @@ def test_admin_methods_paths_and_pending_endpoints(t):
 
 
 def test_admin_reload_tls(t):
-    from test_tls import make_ca, make_cert, replace_pair
+    """POST /api/v1/config/reload-tls: "unchanged" with nothing new; after a renewal 200 ok, and
+    from then on every new handshake gets the new certificate (2 workers: the answer comes
+    once the new generation serves); a garbage file: 400 with the errors, the new certificate
+    stays."""
+    from test_tls import client_ctx, https_get, make_ca, make_cert, replace_pair, served_sha256
     ca = make_ca(t)
     old = make_cert(t, ca, "site", ["a.test"])
     new = make_cert(t, ca, "site-new", ["a.test"], days=60)
-    px = _admin_proxy(t, tls={"listen": ["127.0.0.1:%d" % harness.free_port()],
-                              "certificates": [{"cert": old.cert, "key": old.key}]})
+    old_sha, new_sha = old.sha256, new.sha256
+    px = _admin_proxy(t, server={"workers": 2},
+                      tls={"listen": ["127.0.0.1:%d" % harness.free_port()],
+                           "certificates": [{"cert": old.cert, "key": old.key}]})
+    tls_port = px.tls_ports[0]
+    ctx = client_ctx(ca)
+    assert served_sha256(tls_port, ctx, "a.test") == old_sha
     status, body, _ = _call(px, "POST", "/api/v1/config/reload-tls")
     assert status == 200 and "unchanged" in body["message"], body
+    gen = px.status_json()["generation"]
     replace_pair(new.cert, new.key, old.cert, old.key)
     status, body, _ = _call(px, "POST", "/api/v1/config/reload-tls")
     assert status == 200 and body["ok"] is True, body
+    served = [served_sha256(tls_port, ctx, "a.test") for _ in range(10)]
+    labels = ["new" if s == new_sha else "old" if s == old_sha else s[:16] for s in served]
+    assert labels == ["new"] * 10, (
+        "right after reload-tls answered 200 (%r), new handshakes got %r" % (body, labels))
+    r, facts = https_get(tls_port, ctx, "a.test")
+    assert r.status == 200 and facts["sha256"] == new_sha, r
+    assert px.status_json()["generation"] == gen + 1
     with open(old.cert, "w") as f:
         f.write("garbage\n")
     status, body, _ = _call(px, "POST", "/api/v1/config/reload-tls")
     assert status == 400 and body["ok"] is False and body["errors"], body
+    assert served_sha256(tls_port, ctx, "a.test") == new_sha, (
+        "a refused reload-tls changed the served certificate")
+    assert px.status_json()["generation"] == gen + 1
 
 
 def test_admin_config_errors(t):

@@ -29,7 +29,8 @@ import harness
 from harness import Conn, assert_error, wait_until
 from test_auth import AUDIENCE, ISSUER, OTHER_SECRET, SECRET, _bearer, _claims, _hs
 from test_balancing import HC_FAST
-from test_tls import make_ca, make_cert, tls_section
+from test_tls import (make_ca, make_cert, make_expired_cert, replace_pair, status_entry,
+                      tls_section)
 from test_zero_downtime import _install, _installed_binary, _stop_current_master
 
 # family (as the parser names it: counters without _total) -> (TYPE, label names of its samples)
@@ -925,6 +926,47 @@ def test_metrics_tls_certificate_expiry(t):
     assert got == want, "expiry gauges %r, expected %r\n%s" % (
         got, want, sc.excerpt("proxyd_tls"))
     print("report: %s" % got)
+
+
+def test_metrics_tls_certificate_expiry_follows_renewal(t):
+    """The expiry gauge of a renewed certificate (watch = true, atomic rename of a new pair with a
+    later notAfter) changes to the new certificate's notAfter; the other certificate's gauge does
+    not move; an expired replacement, which is refused, leaves the gauge where it was."""
+    ca = make_ca(t)
+    live_cert, live_key = t.path("certs/live-a.crt"), t.path("certs/live-a.key")
+    old = make_cert(t, ca, "site-a", ["a.test"], days=30, cert_path=live_cert, key_path=live_key)
+    other = make_cert(t, ca, "site-b", ["b.test"], key_type="ECDSA", days=45)
+    new = make_cert(t, ca, "site-a-new", ["a.test"], days=90)
+    exp = make_expired_cert(t, ca, "site-a-expired", ["a.test"])
+    px = _metrics_proxy(t, t.backend(), workers=1, tls=tls_section([old, other], watch=True))
+    name = "proxyd_tls_certificate_expiry_timestamp_seconds"
+
+    def gauges():
+        return {d["cert"]: v for d, v in _scrape(px).series(name)}
+
+    got = gauges()
+    assert got == {live_cert: old.not_after, other.cert: other.not_after}, got
+    replace_pair(new.cert, new.key, live_cert, live_key)
+    assert new.not_after == _openssl_enddate(live_cert) and new.not_after > old.not_after
+    try:
+        got = wait_until(lambda: (lambda g: g.get(live_cert) == new.not_after and g)(gauges()),
+                         3.0, 0.05)
+    except AssertionError:
+        raise AssertionError("3 s after the renewal the gauge is %r; the new certificate's "
+                             "notAfter is %d (old %d)\n%s" % (
+                                 gauges(), new.not_after, old.not_after, _log_tail(px)))
+    assert got == {live_cert: new.not_after, other.cert: other.not_after}, got
+    print("report: expiry gauge for %s: %d -> %d after the renewal" % (
+        os.path.basename(live_cert), old.not_after, new.not_after))
+
+    replace_pair(exp.cert, exp.key, live_cert, live_key)
+    wait_until(lambda: "expired" in status_entry(px, live_cert).get("error", ""), 3.0, 0.1,
+               "the expired replacement was not refused (status: %r)" % (
+                   status_entry(px, live_cert),))
+    got = gauges()
+    assert got == {live_cert: new.not_after, other.cert: other.not_after}, (
+        "after a refused (expired, notAfter %d) replacement the gauges are %r" % (
+            exp.not_after, got))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 SNI certificate choice (exact names, one-label wildcards, the first certificate as default), RSA and
 ECDSA certificates for one name, protocol versions, ALPN, HSTS and X-Forwarded-Proto, session
 resumption across workers and reloads (ticket keys held by the master), certificate renewal by
-file watch under load (and refusal of a broken replacement), renewal by reload, upstream TLS
-verification, config errors, and the certificates in `proxyctl status`.
+file watch under load - files renamed in place, a Kubernetes secret volume's ..data symlink swap,
+certbot's live/ symlinks - (and refusal of a broken or expired replacement), renewal by reload,
+upstream TLS verification and session resumption, config errors, and the certificates in
+`proxyctl status`.
 
 Certificates are made per test in its temp dir with the openssl CLI (a test CA, then leaf
 certificates signed by it with subjectAltName DNS entries): `make_ca`, `make_cert`. An expired one,
@@ -635,6 +637,17 @@ def _resume_many(px, ctx, session, n, what):
     return per_worker
 
 
+def _assert_both_workers(per, n, what):
+    """The open-connection counts of _resume_many: 2 active workers, each holding some of the n
+    resumed connections (a ticket one worker issued was accepted by the other)."""
+    assert len(per) == 2, "%s: expected 2 active workers in status, got %r" % (what, per)
+    assert all(isinstance(v, int) and v > 0 for v in per.values()), (
+        "%s: each of the 2 workers should hold some of the %d resumed connections, got %r" % (
+            what, n, per))
+    assert sum(per.values()) >= n, "%s: workers hold %d connections, %d are open: %r" % (
+        what, sum(per.values()), n, per)
+
+
 def _resumption(t, version):
     ca = make_ca(t)
     a = make_cert(t, ca, "a", ["a.test"])
@@ -654,6 +667,7 @@ def _resumption(t, version):
     per = _resume_many(px, ctx, saved, 50, "%s before reload" % proto)
     print("report: %s: 50/50 resumed before reload; open connections per worker %r" % (
         proto, per))
+    _assert_both_workers(per, 50, "%s before reload" % proto)
     gen = px.status_json().get("generation")
     rr = px.proxyctl("reload", timeout=30)
     assert rr.returncode == 0, "reload failed: %s%s" % (rr.stdout, rr.stderr)
@@ -662,6 +676,7 @@ def _resumption(t, version):
     per = _resume_many(px, ctx, saved, 50, "%s after reload (new workers)" % proto)
     print("report: %s: 50/50 resumed after reload; open connections per worker %r" % (
         proto, per))
+    _assert_both_workers(per, 50, "%s after reload (new workers)" % proto)
 
 
 def test_tls_resumption_tls13_across_workers_and_reload(t):
@@ -745,6 +760,185 @@ def test_tls_watch_renewal_under_load(t):
 
 
 # ----------------------------------------------------------------------------------------------
+# 6b. renewal by symlink swap: a Kubernetes secret volume (cert-manager), certbot's live/ links
+
+def _relink(target, link):
+    """Point the symlink `link` at `target` atomically: a new symlink under a temp name in the
+    same directory, renamed over the old one."""
+    tmp = os.path.join(os.path.dirname(link), ".%s.tmp" % os.path.basename(link))
+    os.symlink(target, tmp)
+    os.rename(tmp, link)
+
+
+class KubeSecretVolume:
+    """A secret volume as kubelet's AtomicWriter lays it out (cert-manager renews the secret):
+    DIR/..TIMESTAMP/{tls.crt,tls.key} real files, DIR/..data -> ..TIMESTAMP, DIR/tls.crt ->
+    ..data/tls.crt, DIR/tls.key -> ..data/tls.key. An update writes a new ..TIMESTAMP dir,
+    creates the symlink ..data_tmp -> it, renames ..data_tmp over ..data, then removes the old
+    dir. proxyd is given DIR/tls.crt and DIR/tls.key."""
+
+    def __init__(self, d, first):
+        self.dir = d
+        self.n = 0
+        os.makedirs(d)
+        self.current = self._payload(first)
+        os.symlink(self.current, os.path.join(d, "..data"))
+        for f in ("tls.crt", "tls.key"):
+            os.symlink(os.path.join("..data", f), os.path.join(d, f))
+        self.cert, self.key = os.path.join(d, "tls.crt"), os.path.join(d, "tls.key")
+
+    def _payload(self, c):
+        self.n += 1
+        name = "..2026_12_02_08_%02d_00.%09d" % (self.n, secrets.randbits(29))
+        p = os.path.join(self.dir, name)
+        os.mkdir(p)
+        shutil.copyfile(c.cert, os.path.join(p, "tls.crt"))
+        shutil.copyfile(c.key, os.path.join(p, "tls.key"))
+        return name
+
+    def renew(self, c):
+        """-> monotonic time just before the ..data swap."""
+        new = self._payload(c)
+        tmp = os.path.join(self.dir, "..data_tmp")
+        os.symlink(new, tmp)
+        t0 = time.monotonic()
+        os.rename(tmp, os.path.join(self.dir, "..data"))
+        shutil.rmtree(os.path.join(self.dir, self.current))
+        self.current = new
+        return t0
+
+    def describe(self):
+        return "..data -> %s" % os.readlink(os.path.join(self.dir, "..data"))
+
+
+class CertbotLineage:
+    """certbot's layout: DIR/live/NAME/{cert,privkey,chain,fullchain}.pem are relative symlinks
+    to ../../archive/NAME/KINDN.pem. A renewal writes version N+1 of the four files into
+    archive/NAME/, then re-points the live links in certbot's order (cert, privkey, chain,
+    fullchain), each one atomically (symlink under a temp name, renamed over the link).
+    proxyd is given live/NAME/fullchain.pem (leaf + CA) and live/NAME/privkey.pem."""
+
+    KINDS = ("cert", "privkey", "chain", "fullchain")
+
+    def __init__(self, d, name, first, ca):
+        self.name = name
+        self.ca = ca
+        self.live = os.path.join(d, "live", name)
+        self.archive = os.path.join(d, "archive", name)
+        os.makedirs(self.live)
+        os.makedirs(self.archive)
+        self.version = 0
+        self._write(first)
+        for kind in self.KINDS:
+            os.symlink(self._target(kind), os.path.join(self.live, kind + ".pem"))
+        self.cert = os.path.join(self.live, "fullchain.pem")
+        self.key = os.path.join(self.live, "privkey.pem")
+
+    def _target(self, kind):
+        return os.path.join("..", "..", "archive", self.name, "%s%d.pem" % (kind, self.version))
+
+    def _write(self, c):
+        self.version += 1
+        with open(c.cert) as f:
+            leaf = f.read()
+        with open(c.key) as f:
+            key = f.read()
+        with open(self.ca.cert) as f:
+            chain = f.read()
+        for kind, text in (("cert", leaf), ("privkey", key), ("chain", chain),
+                           ("fullchain", leaf + chain)):
+            with open(os.path.join(self.archive, "%s%d.pem" % (kind, self.version)), "w") as f:
+                f.write(text)
+
+    def renew(self, c):
+        """-> monotonic time just before the first live link is replaced."""
+        self._write(c)
+        t0 = time.monotonic()
+        for kind in self.KINDS:
+            _relink(self._target(kind), os.path.join(self.live, kind + ".pem"))
+        return t0
+
+    def describe(self):
+        return "fullchain.pem -> %s, privkey.pem -> %s" % (
+            os.readlink(self.cert), os.readlink(self.key))
+
+
+def _symlink_renewals(t, make_layout, style):
+    """watch = true on paths that are symlinks, 2 workers, HTTPS load (new connections and
+    keep-alive): two renewals in the layout's own way. Each new certificate (checked by its
+    serial in the served leaf) must be served within 2 s of the swap, only the old or the new
+    one is served meanwhile, and no request fails."""
+    ca = make_ca(t)
+    c0 = make_cert(t, ca, "gen0", ["a.test"])
+    c1 = make_cert(t, ca, "gen1", ["a.test"])
+    c2 = make_cert(t, ca, "gen2", ["a.test"])
+    certs = [c0, c1, c2]
+    layout = make_layout(t, ca, c0)
+    px, be = tls_proxy(t, [{"cert": layout.cert, "key": layout.key}], server={"workers": 2},
+                       watch=True)
+    ctx = client_ctx(ca)
+    assert_serves(px.tls_port, ctx, "a.test", c0, certs, 2, "%s: at start" % style)
+    lg = LoadGen(px.tls_port, rate=100, path="/echo", header=None, ka_conns=6, fresh_threads=12,
+                 tls_context=client_ctx(ca), server_hostname="a.test").start()
+    rounds = []
+    try:
+        time.sleep(1.0)
+        for frm, to in ((c0, c1), (c1, c2)):
+            t0 = layout.renew(to)
+            delay, seen = _wait_switch(px, ctx, frm, to, certs, t0, limit=6.0)
+            where = layout.describe()
+            time.sleep(1.0)   # load goes on over the new certificate
+            after = []
+            for i in range(5):
+                r, f = https_get(px.tls_port, ctx, "a.test", path="/echo?after=%d" % i)
+                after.append((der_info(f["der"])["serial"], r.status))
+            rounds.append((to, delay, seen, after, where))
+            if delay is None:
+                break
+    finally:
+        st = lg.stop()
+    for to, delay, seen, after, where in rounds:
+        print("report: %s renewal to %s (%s) served %s after the swap" % (
+            style, to.label, where,
+            "%.0f ms" % (delay * 1000) if delay is not None else "NEVER (6 s)"))
+    print("report: " + format_stats(st).splitlines()[0])
+    print("report: 'keeping the current certificate' lines during the renewals: %d" % len(
+        _keep_lines(px)))
+    for to, delay, seen, after, where in rounds:
+        what = "%s renewal to %s (%s)" % (style, to.label, where)
+        assert delay is not None, "%s: not served within 6 s of the swap\n--- proxyd log:\n%s" % (
+            what, log_tail(px))
+        assert delay <= 2.0, "%s: served %.2f s after the swap (limit 2 s)" % (what, delay)
+        assert not seen, "%s: during the switch, handshakes got: %r" % (what, seen)
+        assert after == [(to.serial, 200)] * 5, (
+            "%s: afterwards new connections got (serial, status) %r, expected serial %x" % (
+                what, [("%x" % s, st_) for s, st_ in after], to.serial))
+    assert st["failures"] == 0 and st["ok"] > 100, (
+        "%s: %s\n--- log:\n%s" % (style, format_stats(st), log_tail(px)))
+    ent = status_entry(px, layout.cert)
+    assert "error" not in ent, "status shows an error after good renewals: %r" % ent
+    assert ent.get("not_after") == c2.not_after, (ent, c2.not_after)
+
+
+def _kube_layout(t, ca, first):
+    return KubeSecretVolume(os.path.join(_certdir(t), "secret-volume"), first)
+
+
+def _certbot_layout(t, ca, first):
+    return CertbotLineage(os.path.join(_certdir(t), "letsencrypt"), "a.test", first, ca)
+
+
+@harness.timeout(60)
+def test_tls_watch_kubernetes_secret_symlink_swap(t):
+    _symlink_renewals(t, _kube_layout, "cert-manager ..data swap")
+
+
+@harness.timeout(60)
+def test_tls_watch_certbot_live_symlinks(t):
+    _symlink_renewals(t, _certbot_layout, "certbot live/ links")
+
+
+# ----------------------------------------------------------------------------------------------
 # 7. a broken replacement is refused
 
 def _keeps_serving(px, ctx, want, certs, seconds, what):
@@ -819,6 +1013,58 @@ def test_tls_watch_refuses_broken_certificate(t):
     print("report: valid replacement after refused ones served %.0f ms after the rename" % (
         (time.monotonic() - t0) * 1000))
     _keeps_serving(px, ctx, new, certs, 0.5, "after the valid replacement")
+    ent = wait_until(lambda: (lambda e: "error" not in e and e)(status_entry(px, live_cert)),
+                     3.0, 0.1, "status --json still shows an error after a good re-read: %r" % (
+                         status_entry(px, live_cert),))
+    assert ent.get("not_after") == new.not_after, ent
+
+
+@harness.timeout(60)
+def test_tls_watch_refuses_expired_certificate(t):
+    """A renewal that delivers an expired (but well-formed, matching) cert+key pair by watch is
+    refused: the old certificate keeps being served, the error log says "keeping the current
+    certificate ... expired on DATE", status --json and the human status show the error, no new
+    generation starts. A valid pair afterwards is picked up and clears the error."""
+    ca = make_ca(t)
+    d = _certdir(t)
+    live_cert, live_key = os.path.join(d, "site.crt"), os.path.join(d, "site.key")
+    old = make_cert(t, ca, "old", ["a.test"], cert_path=live_cert, key_path=live_key)
+    exp = make_expired_cert(t, ca, "expired", ["a.test"])
+    new = make_cert(t, ca, "new", ["a.test"])
+    certs = [old, exp, new]
+    assert exp.not_after < time.time(), "the test certificate is not expired: %s" % fmt_utc(
+        exp.not_after)
+    px, be = tls_proxy(t, [old], watch=True)
+    ctx = client_ctx(ca)
+    _keeps_serving(px, ctx, old, certs, 0.3, "before")
+    gen = px.status_json().get("generation")
+
+    replace_pair(exp.cert, exp.key, live_cert, live_key)
+    lines = wait_until(lambda: [l for l in _keep_lines(px) if "expired" in l], 3.0, 0.1,
+                       "no 'keeping the current certificate ... expired' line in the error log "
+                       "after an expired pair replaced the files\n--- log:\n%s" % log_tail(px))
+    print("report: expired replacement: %s" % lines[-1][:300])
+    assert live_cert in lines[-1], "the log line does not name %s: %r" % (live_cert, lines[-1])
+    day = time.strftime("%Y-%m-%d", time.gmtime(exp.not_after))
+    assert day in lines[-1], "the log line does not give the expiry date %s: %r" % (day, lines[-1])
+    _keeps_serving(px, ctx, old, certs, 2.0, "after an expired pair replaced the files")
+    ent = status_entry(px, live_cert)
+    assert isinstance(ent.get("error"), str) and "expired" in ent["error"], (
+        "status --json entry should carry the expiry refusal: %r" % ent)
+    assert ent.get("not_after") == old.not_after, (
+        "status shows not_after %r, the certificate in use expires %d" % (
+            ent.get("not_after"), old.not_after))
+    human = px.proxyctl("status").stdout
+    assert any("renewal refused" in l and "expired" in l for l in human.splitlines()), (
+        "human status does not show the refused renewal:\n%s" % human)
+    assert px.status_json().get("generation") == gen, "a refused renewal started a generation"
+
+    replace_pair(new.cert, new.key, live_cert, live_key)
+    try:
+        wait_until(lambda: try_served(px.tls_port, ctx, "a.test") == new.sha256, 3.0, 0.05)
+    except AssertionError:
+        raise AssertionError("a valid pair after the expired one was not served within 3 s"
+                             "\n--- log:\n%s" % log_tail(px))
     ent = wait_until(lambda: (lambda e: "error" not in e and e)(status_entry(px, live_cert)),
                      3.0, 0.1, "status --json still shows an error after a good re-read: %r" % (
                          status_entry(px, live_cert),))
@@ -960,6 +1206,64 @@ def test_tls_upstream_verify_false(t):
     assert r.status == 200 and r.json()["backend"] == be.name, (
         "verify = false with ca_file = CA-2 (not the backend's CA): %r\n--- log:\n%s" % (
             r, log_tail(px2)))
+
+
+class RecordingServerContext(ssl.SSLContext):
+    """A server-side SSLContext (for harness.Backend(tls_context=...)) that records, for every
+    handshake it completes, (protocol version, session_reused) in .handshakes."""
+
+    def wrap_socket(self, *args, **kwargs):
+        s = super().wrap_socket(*args, **kwargs)
+        self.handshakes.append((s.version(), s.session_reused))
+        return s
+
+
+def _upstream_resumption(t, version, proto, n=6):
+    """A TLS backend (maximum version `version`) that closes the connection after every response
+    (Connection: close), so each of n requests needs a new upstream handshake: the first one is
+    full, every later one must resume the session proxyd kept from the previous connection (the
+    backend's SSL object says session_reused)."""
+    ca = make_ca(t)
+    bcert = make_cert(t, ca, "backend", ["backend.test"])
+    sctx = RecordingServerContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.handshakes = []
+    sctx.load_cert_chain(bcert.cert, bcert.key)
+    if version is not None:
+        sctx.maximum_version = version
+    be = t.backend("tlsb", tls_context=sctx)
+    px = t.proxy({"upstreams": {"u": _tls_upstream(be, sni="backend.test", ca_file=ca.cert)},
+                  "routes": [{"path": "/", "upstream": "u"}]})
+    for i in range(n):
+        r = px.get("/echo?close=1&i=%d" % i)
+        assert r.status == 200 and r.json()["backend"] == be.name, (
+            "request %d: %r\n--- log:\n%s\n--- backend TLS errors: %r" % (
+                i, r, log_tail(px), be.tls_errors))
+    hs = wait_until(lambda: len(sctx.handshakes) >= n and list(sctx.handshakes), 3.0, 0.05,
+                    "the backend completed %d TLS handshakes, expected %d" % (
+                        len(sctx.handshakes), n))
+    resumed = sum(1 for _, reused in hs if reused)
+    print("report: upstream %s: %d requests with Connection: close -> %d TCP connections, "
+          "%d handshakes, %d resumed (per handshake: %s)" % (
+              proto, n, be.connections, len(hs), resumed,
+              "".join("R" if r_ else "F" for _, r_ in hs)))
+    assert be.connections == n and len(hs) == n, (
+        "the backend closes after every response, so %d requests should take %d connections: "
+        "%d TCP, %d TLS handshakes" % (n, n, be.connections, len(hs)))
+    assert {v for v, _ in hs} == {proto}, "upstream handshakes used %r, expected %s" % (hs, proto)
+    assert not hs[0][1], "the first upstream handshake claims to resume: %r" % hs
+    assert resumed >= n - 1, (
+        "%s: only %d of the %d later upstream handshakes resumed the session (F = full, "
+        "R = resumed: %s)\n--- log:\n%s" % (proto, resumed, n - 1,
+                                             "".join("R" if r_ else "F" for _, r_ in hs),
+                                             log_tail(px)))
+
+
+def test_tls_upstream_session_resumption_tls13(t):
+    _upstream_resumption(t, None, "TLSv1.3")
+
+
+def test_tls_upstream_session_resumption_tls12(t):
+    _upstream_resumption(t, ssl.TLSVersion.TLSv1_2, "TLSv1.2")
 
 
 # ----------------------------------------------------------------------------------------------

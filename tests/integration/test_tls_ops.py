@@ -9,8 +9,8 @@ import ssl
 import time
 
 import harness
-from test_tls import (client_ctx, https_get, make_ca, make_cert, replace_file, replace_pair,
-                      served_sha256, tls_proxy)
+from test_tls import (client_ctx, fmt_utc, https_get, make_ca, make_cert, make_expired_cert,
+                      replace_file, replace_pair, served_sha256, status_entry, tls_proxy)
 from test_zero_downtime import _installed_binary
 
 
@@ -47,6 +47,40 @@ def test_tls_reload_tls_command(t):
     assert px.status_json()["generation"] == gen + 1, "a refused renewal started workers"
     assert served_sha256(px.tls_port, ctx, "a.test") == new.sha256
     assert "renewal refused" in px.proxyctl("status").stdout
+
+
+def test_tls_reload_tls_refuses_expired_certificate(t):
+    """`proxyctl reload-tls` with an expired (well-formed, matching) cert+key pair in place: exit 1
+    naming the file and the expiry, no new generation, the old certificate still served, the
+    refusal in status (--json error and the human "renewal refused" line)."""
+    ca = make_ca(t)
+    old = make_cert(t, ca, "site", ["a.test"])
+    exp = make_expired_cert(t, ca, "expired", ["a.test"])
+    px, _ = tls_proxy(t, [old], server={"workers": 2})
+    ctx = client_ctx(ca)
+    assert served_sha256(px.tls_port, ctx, "a.test") == old.sha256
+    gen = px.status_json()["generation"]
+
+    replace_pair(exp.cert, exp.key, old.cert, old.key)
+    r = px.proxyctl("reload-tls", timeout=30)
+    print("report: reload-tls with an expired certificate: exit %d: %s %s" % (
+        r.returncode, r.stdout.strip(), r.stderr.strip()))
+    assert r.returncode == 1, r
+    out = r.stdout + r.stderr
+    day = fmt_utc(exp.not_after)[:10]
+    assert old.cert in out and "expired" in out and day in out, (
+        "the refusal should name %s and say it expired on %s: %r" % (old.cert, day, out))
+    assert px.status_json()["generation"] == gen, "a refused renewal started workers"
+    for _ in range(5):
+        assert served_sha256(px.tls_port, ctx, "a.test") == old.sha256, (
+            "the expired certificate (or another one) is served after a refused reload-tls")
+    resp, _ = https_get(px.tls_port, ctx, "a.test")
+    assert resp.status == 200, resp
+    ent = status_entry(px, old.cert)
+    assert "expired" in ent.get("error", ""), "status --json: %r" % ent
+    assert ent.get("not_after") == old.not_after, ent
+    human = px.proxyctl("status").stdout
+    assert any("renewal refused" in l and "expired" in l for l in human.splitlines()), human
 
 
 def test_tls_reload_tls_without_tls_section(t):
