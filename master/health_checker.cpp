@@ -12,6 +12,7 @@
 #include "common/http/parser.hpp"
 #include "common/util/event_ptr.hpp"
 #include "common/util/timeval.hpp"
+#include "common/version.hpp"
 
 namespace proxyd::master {
 
@@ -61,10 +62,9 @@ struct HealthChecker::Probe {
         bufferevent_enable(connection, EV_READ | EV_WRITE);
         timeval tv = to_timeval(check.timeout);
         event_add(timeout_timer.get(), &tv);
-        std::string request = check.method + " " + check.path +
-                              " HTTP/1.1\r\nHost: " + address.text +
-                              "\r\nUser-Agent: proxyd-health-check/" + PROXYD_VERSION +
-                              "\r\nConnection: close\r\n\r\n";
+        std::string request =
+            check.method + " " + check.path + " HTTP/1.1\r\nHost: " + address.text +
+            "\r\nUser-Agent: proxyd-health-check/" + kVersion + "\r\nConnection: close\r\n\r\n";
         bufferevent_write(connection, request.data(), request.size());
         if (bufferevent_socket_connect(connection,
                                        reinterpret_cast<const sockaddr*>(&address.storage),

@@ -10,6 +10,7 @@
 #include "common/config/load.hpp"
 #include "common/config/overlay.hpp"
 #include "common/log.hpp"
+#include "common/version.hpp"
 #include "master/master.hpp"
 
 namespace {
@@ -55,7 +56,7 @@ int main(int argc, char** argv) {
         } else if (arg == "-t") {
             check_only = true;
         } else if (arg == "--version" || arg == "-v") {
-            std::printf("proxyd %s\n", PROXYD_VERSION);
+            std::printf("proxyd %s\n", proxyd::kVersion);
             return 0;
         } else if (arg == "-h" || arg == "--help") {
             usage(stdout);

@@ -23,6 +23,7 @@
 #include "common/net/fd_passing.hpp"
 #include "common/net/listener.hpp"
 #include "common/util/timeval.hpp"
+#include "common/version.hpp"
 #include "master/pid_file.hpp"
 #include "master/sd_notify.hpp"
 #include "worker/worker.hpp"
@@ -228,8 +229,8 @@ void Master::announce_ready() {
     std::string listen_text;
     for (const auto& address : config_.server.listen) listen_text += " " + address.text;
     for (const auto& address : config_.tls.listen) listen_text += " " + address.text + " (TLS)";
-    spdlog::info("proxyd {} master {} ready: generation {}, {} worker(s), listening on{}",
-                 PROXYD_VERSION, ::getpid(), generation_, config_.server.workers, listen_text);
+    spdlog::info("proxyd {} master {} ready: generation {}, {} worker(s), listening on{}", kVersion,
+                 ::getpid(), generation_, config_.server.workers, listen_text);
     sd_notify("READY=1\nMAINPID=" + std::to_string(::getpid()));
 }
 
@@ -565,7 +566,7 @@ void Master::handle_control(const nlohmann::json& request, ControlConnection& fr
         for (const auto& w : reply["workers"]) connections += w["connections"].get<std::int64_t>();
         reply["v"] = control::kProtocolVersion;
         reply["ok"] = true;
-        reply["message"] = "proxyd " + std::string(PROXYD_VERSION) + ", master " +
+        reply["message"] = "proxyd " + std::string(kVersion) + ", master " +
                            std::to_string(::getpid()) + ", generation " +
                            std::to_string(generation_) + ", " + std::to_string(workers_.size()) +
                            " worker(s), " + std::to_string(connections) + " open connection(s)";
@@ -709,7 +710,7 @@ nlohmann::json Master::status_json() const {
                            {"tunnels", std::max<std::int64_t>(tunnels, 0)}});
     }
     return {{"master_pid", ::getpid()},
-            {"version", PROXYD_VERSION},
+            {"version", kVersion},
             {"generation", generation_},
             {"config", options_.config_path},
             {"binary", options_.binary_path},

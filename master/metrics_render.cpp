@@ -6,6 +6,7 @@
 #include <map>
 #include <string_view>
 
+#include "common/version.hpp"
 #include "worker/metrics_recorder.hpp"
 
 namespace proxyd::master {
@@ -188,7 +189,7 @@ void render_master(const MetricsInput& input, std::string& out) {
     sample(out, "proxyd_config_generation", "",
            number(static_cast<std::uint64_t>(input.generation)));
     header(out, "proxyd_build_info", "gauge", "Always 1; the version is a label.");
-    sample(out, "proxyd_build_info", "version=\"" PROXYD_VERSION "\"", "1");
+    sample(out, "proxyd_build_info", std::string("version=\"") + kVersion + "\"", "1");
     header(out, "proxyd_tls_certificate_expiry_timestamp_seconds", "gauge",
            "When each configured certificate expires (unix time).");
     std::string labels;
