@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 9's RPM check (DRAFT: not run yet): the .rpm holds the same files as the .deb, and its
-# scriptlets do the same things as the Debian maintainer scripts.
+# CI's RPM check (from tests/packaging/run): the .rpm holds the same files as the .deb, its
+# scriptlets do the same things as the Debian maintainer scripts, and both require the libraries
+# the binaries link.
 #   tests/packaging/compare_packages.sh dist/proxyd_V_amd64.deb dist/proxyd-V-1.x86_64.rpm
 # Needs dpkg-deb and rpm (Debian's `rpm` package); installs nothing.
 set -euo pipefail
@@ -54,5 +55,18 @@ if grep -Eq 'try-restart|condrestart|systemctl( --[a-z-]+)* restart' "$work/rpm-
 fi
 
 echo "== requires"
-rpm -qp --requires "$rpm"
+rpm -qp --requires "$rpm" | tee "$work/rpm-requires"
+deb_depends=$(dpkg-deb -f "$deb" Depends)
+echo "deb Depends: $deb_depends"
+# Each shared library the binaries link is required by both (rpm by soname, deb by package),
+# and both need the tools their scripts call to create the user.
+for lib in libevent_core libevent_extra libevent_openssl libssl libcrypto libnghttp2 libhiredis \
+           libspdlog libtomlplusplus libfmt libstdc++; do
+  grep -q "^${lib}[.-]" "$work/rpm-requires" || { echo "FAIL: rpm does not require $lib" >&2; exit 1; }
+done
+for pkg in 'libevent-core-' 'libevent-extra-' 'libevent-openssl-' 'libssl3' 'libnghttp2-' \
+           'libhiredis' 'libspdlog' 'libtomlplusplus' 'libfmt' 'libstdc\+\+6' 'adduser'; do
+  grep -Eq "(^|, )$pkg" <<<"$deb_depends" || { echo "FAIL: deb does not depend on $pkg" >&2; exit 1; }
+done
+grep -qx 'shadow-utils' "$work/rpm-requires" || { echo "FAIL: rpm does not require shadow-utils" >&2; exit 1; }
 echo "compare_packages: ok"

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The .deb's life, as issue 9's CI checks it (DRAFT: not run yet). Run as root on a disposable
+"""The .deb's life, as CI checks it (from tests/packaging/run). Run as root on a disposable
 machine or container where proxyd is not installed: it installs, upgrades and purges the package.
 
     tests/packaging/deb_lifecycle.py dist/proxyd_0.1.0_amd64.deb dist/proxyd_0.1.1_amd64.deb
@@ -15,10 +15,11 @@ machine or container where proxyd is not installed: it installs, upgrades and pu
    systemd enablement).
 """
 
+import ctypes
 import grp
+import json
 import os
 import pwd
-import re
 import subprocess
 import sys
 import time
@@ -30,14 +31,16 @@ from load import LoadGen, format_stats  # noqa: E402
 
 PACKAGED = [
     "/usr/sbin/proxyd", "/usr/bin/proxyctl", "/etc/proxyd/proxyd.toml",
-    "/lib/systemd/system/proxyd.service", "/etc/logrotate.d/proxyd",
+    "/lib/systemd/system/proxyd.service", "/etc/logrotate.d/proxyd", "/usr/lib/tmpfiles.d/proxyd.conf",
     "/usr/share/man/man8/proxyd.8.gz", "/usr/share/man/man8/proxyctl.8.gz",
     "/usr/share/man/man5/proxyd.toml.5.gz", "/usr/share/doc/proxyd/README.md",
     "/usr/share/doc/proxyd/configuration.md", "/var/log/proxyd", "/var/lib/proxyd",
+    "/run/proxyd",  # the tmpfiles rule's, for a proxyd started by hand
 ]
 LEFTOVERS = [
     "/etc/proxyd", "/var/log/proxyd", "/var/lib/proxyd", "/run/proxyd", "/usr/sbin/proxyd",
     "/usr/bin/proxyctl", "/lib/systemd/system/proxyd.service", "/etc/logrotate.d/proxyd",
+    "/usr/lib/tmpfiles.d/proxyd.conf",
     "/usr/share/doc/proxyd", "/etc/systemd/system/multi-user.target.wants/proxyd.service",
     "/var/lib/systemd/deb-systemd-helper-enabled/proxyd.service",
 ]
@@ -63,10 +66,50 @@ def systemd_runs():
     return os.path.isdir("/run/systemd/system")
 
 
-def status_version():
-    out = run("proxyctl", "status", "--json").stdout
-    m = re.search(r'"version"\s*:\s*"([^"]+)"', out)
-    return m.group(1) if m else None
+def status():
+    r = subprocess.run(["proxyctl", "status", "--json"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, "proxyctl status: %s" % r.stderr
+    return json.loads(r.stdout)
+
+
+def become_subreaper():
+    """The master started here execs its successor as a child on upgrade and exits; the
+    successor is then reparented to this process (not to a PID 1 that may never reap it), so its
+    end can be waited for and no zombie is mistaken for a live proxyd."""
+    PR_SET_CHILD_SUBREAPER = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
+
+
+def reap_children():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def live_proxyd_pids():
+    pids = []
+    for pid in run("pgrep", "-x", "proxyd", check=False).stdout.split():
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            pids.append(pid)
+    return pids
+
+
+def process_user(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return pwd.getpwuid(int(line.split()[1])).pw_name
+    return None
 
 
 def wait_serving(deadline_s=20):
@@ -91,6 +134,8 @@ def main():
     if run("dpkg-query", "-W", "proxyd", check=False).returncode == 0:
         sys.exit("proxyd is installed already: run this on a machine without it")
 
+    become_subreaper()
+
     # 1. install
     run("dpkg", "-i", first)
     missing = [p for p in PACKAGED if not os.path.exists(p)]
@@ -99,8 +144,9 @@ def main():
     grp.getgrnam("proxyd")
     log_dir = os.stat("/var/log/proxyd")
     assert pwd.getpwuid(log_dir.st_uid).pw_name == "proxyd", "owner of /var/log/proxyd"
-    if run("sh", "-c", "command -v systemd-analyze", check=False).returncode == 0:
-        run("systemd-analyze", "verify", "/lib/systemd/system/proxyd.service")
+    # systemd-analyze prints some findings without failing: any output is a failure here.
+    verify = run("systemd-analyze", "verify", "/lib/systemd/system/proxyd.service")
+    assert not (verify.stdout + verify.stderr).strip(), "systemd-analyze verify has findings"
     run("proxyd", "-t", "-c", "/etc/proxyd/proxyd.toml")
 
     # 2. serve
@@ -112,9 +158,14 @@ def main():
             run("systemctl", "is-active", "proxyd.service")
         else:
             direct = subprocess.Popen(["/usr/sbin/proxyd", "-c", "/etc/proxyd/proxyd.toml"])
-        status, body = wait_serving()
-        assert status == 200, (status, body[:200])
-        assert status_version() == v1, "status shows %s, want %s" % (status_version(), v1)
+        code, body = wait_serving()
+        assert code == 200, (code, body[:200])
+        before = status()
+        assert before["version"] == v1, "status shows %s, want %s" % (before["version"], v1)
+        workers = [w["pid"] for w in before["workers"]]
+        for pid in workers:
+            assert process_user(pid) == "proxyd", "worker %d runs as %s" % (pid, process_user(pid))
+        print("v%s serving: master %d, workers %s (user proxyd)" % (v1, before["master_pid"], workers))
 
         # 3. upgrade under load
         lg = LoadGen(8080, rate=200, path="/hello", header=None, verify_echo=False).start()
@@ -125,7 +176,10 @@ def main():
         print(format_stats(st))
         assert st["failures"] == 0, "failed requests during the upgrade"
         assert st["ok"] > 0
-        assert status_version() == v2, "status shows %s, want %s" % (status_version(), v2)
+        after = status()
+        assert after["version"] == v2, "status shows %s, want %s" % (after["version"], v2)
+        assert after["master_pid"] != before["master_pid"], "the master was not replaced"
+        print("v%s serving: master %d" % (v2, after["master_pid"]))
         assert run("proxyd", "--version").stdout.strip() == "proxyd " + v2
         run("proxyctl", "reopen")
 
@@ -143,7 +197,8 @@ def main():
                 sys.exit("the proxyd %s is left after purge" % name)
             except KeyError:
                 pass
-        procs = run("pgrep", "-x", "proxyd", check=False).stdout.split()
+        reap_children()
+        procs = live_proxyd_pids()
         assert not procs, "proxyd processes left: %s" % procs
     finally:
         backend.terminate()
