@@ -69,7 +69,10 @@ void RequestFlow::connect_upstream() {
 bool RequestFlow::open_upstream(std::string& error) {
     auto& ex = *exchange_;
     if (!ex.h2_path.empty()) return open_h2_stream(error);  // an HTTP/2 upstream
-    ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this);
+    // A body-less request that meets a connection the upstream has just closed goes again on a
+    // fresh one (retry_or_fail), so only a request with a body pays for probing the connection.
+    const bool probe = ex.request_body != http::BodyKind::None;
+    ex.upstream = worker_.pool().take_idle(ex.upstream_index, ex.server_index, this, probe);
     if (ex.upstream) {
         send_request_head();
         return true;

@@ -53,11 +53,14 @@ std::vector<UpstreamPtr>& UpstreamPool::idle_list(std::size_t upstream, std::siz
     return idle_[upstream][server];
 }
 
-UpstreamPtr UpstreamPool::take_idle(std::size_t upstream, std::size_t server, UpstreamUser* user) {
+UpstreamPtr UpstreamPool::take_idle(std::size_t upstream, std::size_t server, UpstreamUser* user,
+                                    bool probe) {
     auto& list = idle_list(upstream, server);
-    // Checked even if the loop has not seen the event yet: a request must never be sent on a
-    // connection known to be dead.
-    while (!list.empty() && !list.back()->stream.still_usable_when_idle()) list.pop_back();
+    // A close seen by the loop already took the connection out of the list (on_read); `probe`
+    // also catches one that arrived since the last epoll_wait.
+    while (probe && !list.empty() && !list.back()->stream.still_usable_when_idle()) {
+        list.pop_back();
+    }
     if (list.empty()) return nullptr;
     UpstreamPtr connection = std::move(list.back());
     list.pop_back();

@@ -45,8 +45,11 @@ class UpstreamPool {
     UpstreamPool(event_base* base, const config::Config& config, tls::ClientTls* tls);
     ~UpstreamPool();
 
-    // An idle pooled connection to that server, or nullptr.
-    UpstreamPtr take_idle(std::size_t upstream, std::size_t server, UpstreamUser* user);
+    // An idle pooled connection to that server, or nullptr. With `probe`, each candidate is
+    // first checked for a close the loop has not reported yet (one recv per request): needed
+    // only when the request could not be sent again on a fresh connection should the upstream
+    // turn out to have closed this one (RequestFlow::retry_or_fail resends body-less requests).
+    UpstreamPtr take_idle(std::size_t upstream, std::size_t server, UpstreamUser* user, bool probe);
     // Starts a non-blocking connect; nullptr with `error` when it fails at once (e.g. refused).
     // The user gets on_upstream_writable when the connect finishes (check with finish_connect).
     UpstreamPtr connect(std::size_t upstream, std::size_t server, UpstreamUser* user,
