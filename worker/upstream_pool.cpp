@@ -133,16 +133,26 @@ void UpstreamPool::release(UpstreamPtr connection) {
     const auto& upstream = config_.upstreams[connection->upstream_index];
     const auto& server = upstream.servers[connection->server_index];
     auto limit = static_cast<std::size_t>(upstream.keepalive);
-    if (server.retired || server.drain || list.size() >= limit ||
+    if (limit == 0 || server.retired || server.drain ||
         evbuffer_get_length(connection->stream.in()) != 0 ||
         connection->stream.pending_output() != 0) {
         return;  // closed by the unique_ptr
     }
     connection->user = nullptr;
     connection->stream.enable_read(true);  // to see the upstream close it
-    connection->stream.arm_timer(config_.server.timeouts.keepalive);
+    // Beyond `keepalive`, a connection is kept only for a short grace. Under load the responses
+    // of one loop turn are released before the next turn's requests take connections, so
+    // closing the surplus at once would make most of those requests connect again (measured
+    // with 1,000 clients and keepalive 64: 0.8 new upstream connections per request). Only
+    // connections released while the list is below the limit get the long timeout, so at
+    // most `keepalive` of them outlive the grace.
+    connection->stream.arm_timer(list.size() < limit ? config_.server.timeouts.keepalive
+                                                     : surplus_grace());
     list.push_back(std::move(connection));
-    if (list.size() > limit) list.erase(list.begin());
+}
+
+std::chrono::milliseconds UpstreamPool::surplus_grace() const {
+    return std::min(config_.server.timeouts.keepalive, kSurplusGrace);
 }
 
 void UpstreamPool::on_idle_event(UpstreamConnection* connection) {

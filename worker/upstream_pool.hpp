@@ -56,8 +56,11 @@ class UpstreamPool {
                         std::string& error);
     // After the connect's writability: true when connected, else `error` says why.
     static bool finish_connect(UpstreamConnection& connection, std::string& error);
-    // Keeps the connection for reuse if the server's pool has room, else closes it.
+    // Keeps the connection for reuse: up to `keepalive` per server for timeouts.keepalive, more
+    // than that only for kSurplusGrace (the next burst of requests takes them).
     void release(UpstreamPtr connection);
+
+    static constexpr std::chrono::milliseconds kSurplusGrace{2000};
     void close_all_idle();
     // The upstream's server list changed (runtime change): make room for new servers, close the
     // idle connections of retired and draining ones. False when a new TLS server's context
@@ -68,6 +71,7 @@ class UpstreamPool {
     void on_idle_event(UpstreamConnection* connection);
 
   private:
+    std::chrono::milliseconds surplus_grace() const;
     std::vector<UpstreamPtr>& idle_list(std::size_t upstream, std::size_t server);
 
     event_base* base_;

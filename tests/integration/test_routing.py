@@ -1,5 +1,6 @@
 """Routing (path prefix/exact, host, methods, order, strip_prefix), 404, round robin, pooling."""
 
+import time
 import harness
 from harness import assert_error
 
@@ -167,6 +168,49 @@ def test_upstream_closing_after_every_response_loses_nothing(t):
     assert not errors, errors[:5]
     assert be.served >= 240, be.served
     print("report: backend got %d requests over %d connections" % (be.served, be.connections))
+
+
+def test_upstream_pool_surplus_kept_for_grace_then_trimmed_to_keepalive(t):
+    """keepalive = 2 with bursts of 8 concurrent slow requests: the first burst opens 8 upstream
+    connections; all 8 go back to the pool (6 beyond keepalive, for a 2 s grace), so a second
+    burst right after opens none. Once the grace is over the pool holds 2, and the next request
+    reuses one of them."""
+    import threading
+    be = t.backend(delay=0.3)
+    px = t.proxy_to(be, upstream={"keepalive": 2}, server={"workers": 1})
+
+    def burst(tag):
+        errors = []
+
+        def one(k):
+            try:
+                with px.conn() as c:
+                    r = c.request("GET", "/echo?%s=%d" % (tag, k))
+                    if r.status != 200:
+                        errors.append((k, r.status))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append((k, repr(e)))
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        assert not errors, errors
+
+    burst("first")
+    assert be.connections == 8, be.connections
+    burst("second")
+    assert be.connections == 8, "the second burst opened %d more" % (be.connections - 8)
+    open_now = len(be._conns)
+    assert open_now == 8, open_now
+    deadline = time.time() + 6
+    while time.time() < deadline and len(be._conns) > 2:
+        time.sleep(0.1)
+    assert len(be._conns) == 2, "after the grace %d stay open, expected keepalive = 2" % (
+        len(be._conns))
+    with px.conn() as c:
+        assert c.request("GET", "/echo?after=1").status == 200
+    assert be.connections == 8, be.connections
 
 
 def test_upstream_connection_close_not_reused(t):
