@@ -42,6 +42,7 @@ ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_s
                                    tls::SslPtr ssl)
     : worker_(worker), awaiting_proxy_header_(worker.config().server.proxy_protocol) {
     stream_.open(worker.base(), std::move(fd), on_read_event, on_write_event, on_timer_event, this);
+    if (!ssl) stream_.defer_nodelay();
     if (ssl) {
         tls_ = true;
         if (awaiting_proxy_header_) {
@@ -233,9 +234,11 @@ void ClientConnection::read_request_head() {
     if (!head_timer_armed_) {
         head_started_ = std::chrono::steady_clock::now();
         head_timer_armed_ = true;
-        stream_.arm_timer(server.limits.min_request_rate > 0
-                              ? std::min(server.timeouts.header, server.timeouts.min_rate_grace)
-                              : server.timeouts.header);
+        // A keep-alive connection's next head nearly always comes whole in one read: its timer
+        // is set only if it does not (the keep-alive timer runs meanwhile), which saves a timer
+        // change per request.
+        head_timer_deferred_ = !first_request_ && !awaiting_proxy_header_;
+        if (!head_timer_deferred_) arm_head_timer();
     }
     if (!read_proxy_header()) return;
     std::size_t len = evbuffer_get_length(in);
@@ -251,7 +254,9 @@ void ClientConnection::read_request_head() {
         reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(window)));
     http::Request& request = worker_.scratch_request();
     http::RequestLimits limits{server.limits.max_header_size, server.limits.max_uri_size};
-    switch (http::parse_request(data, window, limits, request)) {
+    const http::ParseStatus status = http::parse_request(data, window, limits, request);
+    if (status != http::ParseStatus::Done && head_timer_deferred_) arm_head_timer();
+    switch (status) {
         case http::ParseStatus::Incomplete:
             if (request.error_status != 0) {
                 reject(Failure::BadRequest, request.error_reason, request.error_status);
@@ -268,9 +273,18 @@ void ClientConnection::read_request_head() {
     }
 }
 
+void ClientConnection::arm_head_timer() {
+    const auto& server = worker_.config().server;
+    head_timer_deferred_ = false;
+    stream_.arm_timer(server.limits.min_request_rate > 0
+                          ? std::min(server.timeouts.header, server.timeouts.min_rate_grace)
+                          : server.timeouts.header);
+}
+
 // A parsed head: the HTTP/1.1 side of the request is noted, and its flow takes it from here.
 void ClientConnection::begin_request(const http::Request& request) {
     head_timer_armed_ = false;
+    head_timer_deferred_ = false;
     first_request_ = false;
     phase_ = Phase::Exchanging;
     Http1Request& r = new_request();
@@ -297,8 +311,8 @@ bool ClientConnection::speaks_h2(bool& wait) {
     }
     if (!worker_.config().server.h2c) return false;
     const std::size_t len = std::min(evbuffer_get_length(stream_.in()), kH2Preface.size());
-    const auto* data = reinterpret_cast<const char*>(
-        evbuffer_pullup(stream_.in(), static_cast<ev_ssize_t>(len)));
+    const auto* data =
+        reinterpret_cast<const char*>(evbuffer_pullup(stream_.in(), static_cast<ev_ssize_t>(len)));
     if (std::string_view(data, len) != kH2Preface.substr(0, len)) return false;
     wait = len < kH2Preface.size();
     return !wait;
@@ -545,6 +559,7 @@ void ClientConnection::response_stalled(bool stalled) {
 void ClientConnection::flow_finished() {
     const bool keep_alive = request_->response_keep_alive && !client_eof_ &&
                             !close_after_response_ && !worker_.draining();
+    unread_body_ = !request_->body_done;
     end_request();
     if (!keep_alive) {
         end_response_close();
@@ -568,19 +583,26 @@ void ClientConnection::wait_for_next_request() {
 
 void ClientConnection::end_response_close() {
     phase_ = Phase::Lingering;
-    stream_.enable_read(false);
     if (!stream_.flush()) {
         close();
         return;
     }
-    if (stream_.pending_output() == 0) start_lingering_close();
-    // else on_writable() continues once the output is out.
+    if (stream_.pending_output() == 0) {
+        start_lingering_close();
+        return;
+    }
+    stream_.enable_read(false);  // no further request is read; on_writable() continues
 }
 
 void ClientConnection::start_lingering_close() {
     // Closing with unread input would send a RST that can destroy the response in flight; so
-    // shut down our side and read until the client closes, for a bounded time.
-    if (evbuffer_get_length(stream_.in()) == 0 && client_eof_) {
+    // shut down our side and read until the client closes, for a bounded time. Nothing can be
+    // unread when the client closed, or when the body was read whole and the kernel holds no
+    // more input (TLS always lingers: its close_notify exchange is the clean end).
+    const bool nothing_unread =
+        evbuffer_get_length(stream_.in()) == 0 &&
+        (client_eof_ || (!tls_ && !unread_body_ && stream_.receive_queue_empty()));
+    if (nothing_unread) {
         close();
         return;
     }

@@ -148,6 +148,7 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     void drop_request_head();
     void end_response_close();
     void start_lingering_close();
+    void arm_head_timer();
     void wait_for_next_request();
 
     // client_tunnel.cpp: after a 101, bytes both ways until a side closes or idles out.
@@ -163,6 +164,8 @@ class ClientConnection final : public ClientSide, public UpstreamUser {
     bool awaiting_proxy_header_ = false;  // server.proxy_protocol: the connection's first bytes
     std::chrono::steady_clock::time_point head_started_;
     bool client_eof_ = false;
+    bool head_timer_deferred_ = false;  // a keep-alive head's timer, set only if it is partial
+    bool unread_body_ = false;          // the last request ended before its body was read whole
     bool tls_ = false;
     // A TLS listener with server.proxy_protocol: TLS starts after the PROXY header.
     tls::SslPtr tls_after_proxy_header_;

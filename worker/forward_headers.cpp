@@ -1,6 +1,7 @@
 #include "worker/forward_headers.hpp"
 
 #include <charconv>
+#include <cstring>
 
 #include "common/http/status.hpp"
 #include "common/log.hpp"
@@ -16,16 +17,33 @@ void append_number(std::string& out, std::uint64_t n) {
     out.append(buf, end);
 }
 
-// Headers named by any Connection header are hop-by-hop too.
-bool named_by_connection(const http::Header* headers, std::size_t count, std::string_view name) {
-    for (std::size_t i = 0; i < count; ++i) {
-        if (iequals(headers[i].name, "connection") &&
-            http::list_contains_token(headers[i].value, name)) {
-            return true;
+// Headers named by any Connection header are hop-by-hop too. Most messages have no Connection
+// header (HTTP/1.1 keeps alive by default): one scan finds that, instead of one per header.
+class ConnectionOptions {
+  public:
+    ConnectionOptions(const http::Header* headers, std::size_t count)
+        : headers_(headers), count_(count) {
+        for (std::size_t i = 0; i < count && !present_; ++i) {
+            present_ = iequals(headers[i].name, "connection");
         }
     }
-    return false;
-}
+
+    bool names(std::string_view name) const {
+        if (!present_) return false;
+        for (std::size_t i = 0; i < count_; ++i) {
+            if (iequals(headers_[i].name, "connection") &&
+                http::list_contains_token(headers_[i].value, name)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+  private:
+    const http::Header* headers_;
+    std::size_t count_;
+    bool present_ = false;
+};
 
 bool is_hop_by_hop(std::string_view name) {
     static constexpr std::string_view kNames[] = {
@@ -123,10 +141,18 @@ bool has_extra_header(const HeaderList* extra, std::string_view name) {
 }
 
 void append_header(std::string& out, std::string_view name, std::string_view value) {
-    out += name;
-    out += ": ";
-    out += value;
-    out += "\r\n";
+    // One size change instead of four appends, each with its own capacity check.
+    const std::size_t at = out.size();
+    out.resize(at + name.size() + value.size() + 4);
+    char* p = out.data() + at;
+    if (!name.empty()) std::memcpy(p, name.data(), name.size());
+    p += name.size();
+    *p++ = ':';
+    *p++ = ' ';
+    if (!value.empty()) std::memcpy(p, value.data(), value.size());
+    p += value.size();
+    *p++ = '\r';
+    *p = '\n';
 }
 
 void build_upstream_request_head(const http::Request& request, const UpstreamRequestInfo& info,
@@ -140,11 +166,12 @@ void build_upstream_request_head(const http::Request& request, const UpstreamReq
     }
     out += " HTTP/1.1\r\n";
     bool host_seen = false;
+    const ConnectionOptions connection_options(request.headers, request.header_count);
     for (std::size_t i = 0; i < request.header_count; ++i) {
         const auto& h = request.headers[i];
         if (is_hop_by_hop(h.name) || is_replaced_upstream(h.name)) continue;
         if (is_removed(info.removed_headers, h.name)) continue;
-        if (named_by_connection(request.headers, request.header_count, h.name)) continue;
+        if (connection_options.names(h.name)) continue;
         if (iequals(h.name, "host")) {
             host_seen = true;
             append_header(out, "Host", request.host);  // absolute-form authority wins
@@ -210,6 +237,7 @@ void build_client_response_head(const http::Response& response, const ClientResp
     out += ' ';
     out += response.reason.empty() ? http::reason_phrase(response.status) : response.reason;
     out += "\r\n";
+    const ConnectionOptions connection_options(response.headers, response.header_count);
     for (std::size_t i = 0; i < response.header_count; ++i) {
         const auto& h = response.headers[i];
         // A HEAD or 304 answer keeps the representation's Content-Length.
@@ -219,7 +247,7 @@ void build_client_response_head(const http::Response& response, const ClientResp
             continue;
         }
         if (info.replace_cors && is_cors_header(h.name)) continue;
-        if (named_by_connection(response.headers, response.header_count, h.name)) continue;
+        if (connection_options.names(h.name)) continue;
         append_header(out, h.name, h.value);
     }
     append_extra_headers(info, out);
@@ -322,6 +350,7 @@ void add_content_length(FieldList& out, std::uint64_t length) {
 void build_client_response_fields(const http::Response& response, const ClientResponseInfo& info,
                                   FieldList& out) {
     out.clear();
+    const ConnectionOptions connection_options(response.headers, response.header_count);
     for (std::size_t i = 0; i < response.header_count; ++i) {
         const auto& h = response.headers[i];
         const bool known_length =
@@ -331,7 +360,7 @@ void build_client_response_fields(const http::Response& response, const ClientRe
             continue;
         }
         if (info.replace_cors && is_cors_header(h.name)) continue;
-        if (named_by_connection(response.headers, response.header_count, h.name)) continue;
+        if (connection_options.names(h.name)) continue;
         add_field(out, h.name, h.value);
     }
     add_extra_fields(info, out);
@@ -356,6 +385,7 @@ void build_upstream_h2_fields(const http::Request& request, const UpstreamReques
     out.clear();
     bool host_seen = false;
     bool trailers = false;
+    const ConnectionOptions connection_options(request.headers, request.header_count);
     for (std::size_t i = 0; i < request.header_count; ++i) {
         const auto& h = request.headers[i];
         if (iequals(h.name, "te")) {
@@ -364,7 +394,7 @@ void build_upstream_h2_fields(const http::Request& request, const UpstreamReques
         }
         if (is_hop_by_hop(h.name) || is_replaced_upstream(h.name)) continue;
         if (is_removed(info.removed_headers, h.name)) continue;
-        if (named_by_connection(request.headers, request.header_count, h.name)) continue;
+        if (connection_options.names(h.name)) continue;
         if (iequals(h.name, "host")) {
             host_seen = true;
             continue;

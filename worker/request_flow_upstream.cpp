@@ -353,7 +353,7 @@ void RequestFlow::send_response_head(const http::Response& response) {
         client_->start_tunnel(std::move(ex.upstream));
         return;
     }
-    upstream.arm_timer(worker_.config().server.timeouts.upstream_idle);
+    // forward_response_body arms upstream_idle if the body is not all here yet.
     forward_response_body();
 }
 

@@ -34,15 +34,37 @@ RequestIdGenerator::RequestIdGenerator() {
     seed_ = seed;
 }
 
+namespace {
+
+// "00", "01", ... "ff": a byte's two hex digits in one lookup (ids are made 3 times a request).
+struct HexPairs {
+    char pairs[256][2];
+    constexpr HexPairs() : pairs() {
+        constexpr char kHex[] = "0123456789abcdef";
+        for (int i = 0; i < 256; ++i) {
+            pairs[i][0] = kHex[i >> 4];
+            pairs[i][1] = kHex[i & 15];
+        }
+    }
+};
+constexpr HexPairs kHexPairs;
+
+void write_hex(std::uint64_t value, char* out) {
+    for (int i = 0; i < 8; ++i) {
+        const auto byte = static_cast<unsigned>(value >> (56 - 8 * i)) & 0xffu;
+        out[2 * i] = kHexPairs.pairs[byte][0];
+        out[2 * i + 1] = kHexPairs.pairs[byte][1];
+    }
+}
+
+}  // namespace
+
 std::string_view RequestIdGenerator::next() {
-    static constexpr char kHex[] = "0123456789abcdef";
     ++counter_;
     std::uint64_t high = splitmix64(seed_ ^ counter_);
     std::uint64_t low = splitmix64(high + seed_);
-    for (int i = 0; i < 16; ++i) {
-        text_[i] = kHex[(high >> (60 - 4 * i)) & 15];
-        text_[16 + i] = kHex[(low >> (60 - 4 * i)) & 15];
-    }
+    write_hex(high, text_);
+    write_hex(low, text_ + 16);
     return {text_, sizeof text_};
 }
 

@@ -1,5 +1,7 @@
 #include "worker/stream.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -35,6 +37,8 @@ void Stream::open(event_base* base, UniqueFd fd, event_callback_fn on_read,
     write_armed_ = false;
     read_registered_ = false;
     write_registered_ = false;
+    nodelay_deferred_ = false;
+    written_ = false;
 }
 
 void Stream::start_tls(tls::SslPtr ssl, bool client_side) {
@@ -183,8 +187,12 @@ Stream::ReadResult Stream::read_tls(std::size_t max_bytes, std::size_t* bytes_re
 bool Stream::flush() {
     if (ssl_) return flush_tls();
     while (evbuffer_get_length(out_.get()) > 0) {
+        if (nodelay_deferred_) set_nodelay_before_second_write();
         int n = evbuffer_write(out_.get(), fd_.get());
-        if (n > 0) continue;
+        if (n > 0) {
+            written_ = true;
+            continue;
+        }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             set_write_armed(true);
@@ -227,6 +235,18 @@ bool Stream::flush_tls() {
     }
     set_write_armed(false);
     return true;
+}
+
+void Stream::set_nodelay_before_second_write() {
+    if (!written_) return;
+    int one = 1;
+    ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    nodelay_deferred_ = false;
+}
+
+bool Stream::receive_queue_empty() const {
+    char byte;
+    return ::recv(fd_.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0;
 }
 
 void Stream::shutdown_write() {

@@ -54,6 +54,13 @@ class Stream {
     bool flush();
     // Our side is done (TLS: close_notify first); reading goes on.
     void shutdown_write();
+    // TCP_NODELAY is set only before this stream's second write: the first write never waits
+    // for Nagle (nothing is unacknowledged yet), so a connection that sends one response and
+    // closes saves the setsockopt.
+    void defer_nodelay() { nodelay_deferred_ = true; }
+    // Nothing from the peer waits in the kernel (no data, or only its EOF): closing now sends
+    // no RST.
+    bool receive_queue_empty() const;
 
     void enable_read(bool on);
     bool read_enabled() const { return read_enabled_; }
@@ -78,6 +85,7 @@ class Stream {
     void fail_tls(int ssl_error);
     void update_events();
     void set_write_armed(bool on);
+    void set_nodelay_before_second_write();
 
     UniqueFd fd_;
     EvbufferPtr in_;
@@ -89,6 +97,8 @@ class Stream {
     bool write_armed_ = false;   // output waits for the socket (or for a connect)
     bool read_registered_ = false;
     bool write_registered_ = false;
+    bool nodelay_deferred_ = false;
+    bool written_ = false;  // plain streams: a write has gone out
 
     // TLS only.
     tls::SslPtr ssl_;

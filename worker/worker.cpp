@@ -143,12 +143,15 @@ void Worker::accept_from(int listen_fd) {
             }
             return;
         }
-        int one = 1;
-        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         tls::SslPtr ssl;
-        if (tls && !(ssl = options_.server_tls->accept(fd))) {
-            ::close(fd);
-            continue;
+        if (tls) {
+            // The handshake writes outside Stream::flush, so TLS sets TCP_NODELAY at once.
+            int one = 1;
+            ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            if (!(ssl = options_.server_tls->accept(fd))) {
+                ::close(fd);
+                continue;
+            }
         }
         auto* connection = new ClientConnection(*this, UniqueFd(fd), peer, std::move(ssl));
         connection->next = connections_;

@@ -195,8 +195,13 @@ class ChunkedDecoder {
     std::size_t trailer_bytes_ = 0;
 };
 
-// ASCII case-insensitive comparison, for header names and tokens.
-bool iequals(std::string_view a, std::string_view b);
+// ASCII case-insensitive comparison of two strings of length `size`.
+bool iequals_same_size(const char* a, const char* b, std::size_t size);
+// ASCII case-insensitive comparison, for header names and tokens. Inline: most calls compare a
+// header name with a name of another length, and end at the size check.
+inline bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && iequals_same_size(a.data(), b.data(), a.size());
+}
 // The value of the first header named `name` (case-insensitive), or "" if there is none.
 std::string_view find_header(const Request& request, std::string_view name);
 std::string_view find_header(const Response& response, std::string_view name);

@@ -1,4 +1,6 @@
 // Token helpers and the field-line parser shared by the request and response parsers.
+#include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "common/http/parser.hpp"
@@ -12,11 +14,33 @@ char ascii_lower(char c) {
     return (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
 }
 
+// Eight bytes at once: 'A'..'Z' get 0x20 added, every other byte (non-ASCII too) is unchanged.
+std::uint64_t ascii_lower8(std::uint64_t word) {
+    constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+    const std::uint64_t low7 = word & ~kHigh;
+    const std::uint64_t above_z = low7 + 0x2525252525252525ULL;      // high bit: byte > 'Z'
+    const std::uint64_t from_a = low7 + 0x3f3f3f3f3f3f3f3fULL;       // high bit: byte >= 'A'
+    const std::uint64_t upper = (from_a ^ above_z) & ~word & kHigh;  // 'A'..'Z', ASCII only
+    return word | (upper >> 2);
+}
+
+std::uint64_t load8(const char* p) {
+    std::uint64_t word;
+    std::memcpy(&word, p, sizeof word);
+    return word;
+}
+
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
+bool iequals_same_size(const char* a, const char* b, std::size_t size) {
+    std::size_t i = 0;
+    for (; i + 8 <= size; i += 8) {
+        if (ascii_lower8(load8(a + i)) != ascii_lower8(load8(b + i))) return false;
+    }
+    if (i < size && size >= 8) {  // the last 8 bytes, overlapping what was compared
+        return ascii_lower8(load8(a + size - 8)) == ascii_lower8(load8(b + size - 8));
+    }
+    for (; i < size; ++i)
         if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
     return true;
 }

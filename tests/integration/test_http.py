@@ -426,3 +426,43 @@ def test_pipelined_after_proxy_error_with_body(t):
             return
         r3 = c.read_response()
         assert r3.status == 200 and r3.json()["path"] == "/api/echo?after", r3
+
+
+def test_connection_close_with_nothing_unread_closes_at_once(t):
+    """A "Connection: close" request whose head and body were read whole, with nothing more
+    from the client: the proxy closes its socket right after the response (no lingering, which
+    would hold the descriptor until the client closes). Seen from the client: after the whole
+    response and EOF, what it sends next is refused (RST), as only a closed socket does; a
+    lingering one would read and drop it."""
+    px = t.proxy_to(t.backend())
+    for method, body in (("GET", None), ("POST", b"x" * 5000)):
+        with px.conn(timeout=5) as c:
+            c.send(build_request(method, "/echo", headers=[("Connection", "close")], body=body))
+            r = c.read_response()
+            assert r.status == 200, r
+            assert c.read_until_close() == b""
+            refused = False
+            for _ in range(20):
+                try:
+                    c.sock.sendall(b"more")
+                    time.sleep(0.05)
+                except (BrokenPipeError, ConnectionResetError):
+                    refused = True
+                    break
+            assert refused, "%s: the proxy still reads the connection after closing it" % method
+
+
+def test_connection_close_with_unread_input_lingers_and_loses_no_response(t):
+    """"Connection: close" with a pipelined request behind it, unread: closing at once would
+    send a RST that can destroy the response in flight. The proxy shuts down its side and reads
+    until the client is done, so a client that reads late still gets the whole 2 MB response."""
+    px = t.proxy_to(t.backend())
+    size = 2 * 1024 * 1024
+    with px.conn(timeout=10) as c:
+        c.send(build_request("GET", "/big/%d" % size, headers=[("Connection", "close")]) +
+               build_request("GET", "/echo?never-read"))
+        time.sleep(0.5)  # the response fills the socket buffers meanwhile
+        r = c.read_response()
+        assert r.status == 200, r
+        assert len(r.body) == size, len(r.body)
+        assert c.read_until_close() == b""

@@ -607,6 +607,33 @@ TEST_SUITE("tokens") {
         CHECK_FALSE(iequals("[", "{"));
     }
 
+    TEST_CASE("iequals: eight bytes at a time agrees with byte by byte, every byte pair") {
+        // Each pair of bytes, at every position of strings of 1..19 bytes (the word loop, the
+        // overlapping tail and the byte loop), against the one-byte rule.
+        auto lower = [](unsigned char c) { return c >= 'A' && c <= 'Z' ? c | 0x20 : c; };
+        int mismatches = 0;
+        for (std::size_t size = 1; size < 20; ++size) {
+            for (std::size_t at = 0; at < size; at += (size > 9 ? 4 : 1)) {
+                std::string a(size, 'k');
+                std::string b(size, 'K');
+                for (int x = 0; x < 256; ++x) {
+                    for (int y = 0; y < 256; ++y) {
+                        a[at] = static_cast<char>(x);
+                        b[at] = static_cast<char>(y);
+                        bool expected = lower(static_cast<unsigned char>(x)) ==
+                                        lower(static_cast<unsigned char>(y));
+                        if (iequals(a, b) != expected) ++mismatches;
+                    }
+                }
+            }
+        }
+        CHECK(mismatches == 0);
+        CHECK(iequals("X-Forwarded-Proto", "x-forwarded-proto"));
+        CHECK_FALSE(iequals("X-Forwarded-Proto", "x-forwarded-protO-"));
+        CHECK_FALSE(iequals("x-forwarded-proto", "x-forwarded-prota"));
+        CHECK_FALSE(iequals("\xc3\x89tat-xyzw", "\xe3\xa9tat-xyzw"));  // only ASCII folds
+    }
+
     TEST_CASE("list_contains_token") {
         CHECK(list_contains_token("keep-alive, Upgrade", "upgrade"));
         CHECK(list_contains_token("close", "close"));
