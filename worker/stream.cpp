@@ -27,8 +27,9 @@ void Stream::open(event_base* base, UniqueFd fd, event_callback_fn on_read,
     fd_ = std::move(fd);
     if (!in_) in_ = make_evbuffer();
     if (!out_) out_ = make_evbuffer();
+    base_ = base;
     read_event_.reset(event_new(base, raw, EV_READ | EV_PERSIST, on_read, arg));
-    write_event_.reset(event_new(base, raw, EV_WRITE | EV_PERSIST, on_write, arg));
+    write_event_.reset();  // made when first needed (see ensure_write_event)
     timer_.reset(evtimer_new(base, on_timer, arg));
     owner_read_ = on_read;
     owner_write_ = on_write;
@@ -42,7 +43,6 @@ void Stream::open(event_base* base, UniqueFd fd, event_callback_fn on_read,
 }
 
 void Stream::start_tls(tls::SslPtr ssl, bool client_side) {
-    event_base* base = event_get_base(read_event_.get());
     ssl_ = std::move(ssl);
     client_side_ = client_side;
     handshaking_ = true;
@@ -53,9 +53,20 @@ void Stream::start_tls(tls::SslPtr ssl, bool client_side) {
     read_wants_write_ = write_wants_read_ = tls_failed_ = close_notify_sent_ = false;
     tls_error_.clear();
     read_registered_ = write_registered_ = false;
-    read_event_.reset(event_new(base, fd_.get(), EV_READ | EV_PERSIST, on_tls_read, this));
-    write_event_.reset(event_new(base, fd_.get(), EV_WRITE | EV_PERSIST, on_tls_write, this));
+    read_event_.reset(event_new(base_, fd_.get(), EV_READ | EV_PERSIST, on_tls_read, this));
+    write_event_.reset();
     update_events();
+}
+
+// Most connections never wait to write (every write is taken whole), so the write event is
+// allocated on the first wait: an idle keep-alive connection then holds two events, not three.
+bool Stream::ensure_write_event() {
+    if (write_event_) return true;
+    if (!fd_) return false;
+    write_event_.reset(
+        ssl_ ? event_new(base_, fd_.get(), EV_WRITE | EV_PERSIST, on_tls_write, this)
+             : event_new(base_, fd_.get(), EV_WRITE | EV_PERSIST, owner_write_, owner_arg_));
+    return write_event_ != nullptr;
 }
 
 void Stream::close() {
@@ -98,13 +109,14 @@ void Stream::update_events() {
         }
         read_registered_ = want_read;
     }
-    if (want_write != write_registered_ && write_event_) {
-        if (want_write) {
+    if (want_write != write_registered_) {
+        if (!want_write) {
+            if (write_event_) event_del(write_event_.get());
+            write_registered_ = false;
+        } else if (ensure_write_event()) {
             event_add(write_event_.get(), nullptr);
-        } else {
-            event_del(write_event_.get());
+            write_registered_ = true;
         }
-        write_registered_ = want_write;
     }
 }
 

@@ -86,8 +86,10 @@ class Stream {
     void update_events();
     void set_write_armed(bool on);
     void set_nodelay_before_second_write();
+    bool ensure_write_event();
 
     UniqueFd fd_;
+    event_base* base_ = nullptr;
     EvbufferPtr in_;
     EvbufferPtr out_;
     EventPtr read_event_;
