@@ -42,8 +42,9 @@ ClientConnection::ClientConnection(Worker& worker, UniqueFd fd, const sockaddr_s
                                    tls::SslPtr ssl)
     : worker_(worker), awaiting_proxy_header_(worker.config().server.proxy_protocol) {
     stream_.open(worker.base(), std::move(fd), on_read_event, on_write_event, on_timer_event, this);
-    if (!ssl) stream_.defer_nodelay();
-    if (ssl) {
+    if (!ssl) {
+        stream_.defer_nodelay();
+    } else {
         tls_ = true;
         if (awaiting_proxy_header_) {
             tls_after_proxy_header_ = std::move(ssl);

@@ -22,15 +22,12 @@ void append_number(std::string& out, std::uint64_t n) {
 class ConnectionOptions {
   public:
     ConnectionOptions(const http::Header* headers, std::size_t count)
-        : headers_(headers), count_(count) {
-        for (std::size_t i = 0; i < count && !present_; ++i) {
-            present_ = iequals(headers[i].name, "connection");
-        }
+        : headers_(headers), count_(count), first_(0) {
+        while (first_ < count && !iequals(headers[first_].name, "connection")) ++first_;
     }
 
     bool names(std::string_view name) const {
-        if (!present_) return false;
-        for (std::size_t i = 0; i < count_; ++i) {
+        for (std::size_t i = first_; i < count_; ++i) {
             if (iequals(headers_[i].name, "connection") &&
                 http::list_contains_token(headers_[i].value, name)) {
                 return true;
@@ -42,7 +39,7 @@ class ConnectionOptions {
   private:
     const http::Header* headers_;
     std::size_t count_;
-    bool present_ = false;
+    std::size_t first_;  // the first Connection header; count_ when there is none
 };
 
 bool is_hop_by_hop(std::string_view name) {

@@ -249,10 +249,14 @@ bool Stream::flush_tls() {
     return true;
 }
 
+void set_tcp_nodelay(int fd) {
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 void Stream::set_nodelay_before_second_write() {
     if (!written_) return;
-    int one = 1;
-    ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    set_tcp_nodelay(fd_.get());
     nodelay_deferred_ = false;
 }
 

@@ -25,6 +25,9 @@
 
 namespace proxyd::worker {
 
+// Small writes go out at once instead of waiting for the previous segment's ACK (Nagle).
+void set_tcp_nodelay(int fd);
+
 class Stream {
   public:
     enum class ReadResult { Data, WouldBlock, Eof, Error };

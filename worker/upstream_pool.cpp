@@ -1,7 +1,5 @@
 #include "worker/upstream_pool.hpp"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -79,8 +77,7 @@ UpstreamPtr UpstreamPool::connect(std::size_t upstream, std::size_t server, Upst
         error = std::string("socket: ") + std::strerror(errno);
         return nullptr;
     }
-    int one = 1;
-    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    set_tcp_nodelay(fd.get());
     int rc =
         ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.storage), address.length);
     if (rc != 0 && errno != EINPROGRESS) {

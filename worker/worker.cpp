@@ -1,7 +1,5 @@
 #include "worker/worker.hpp"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
@@ -146,8 +144,7 @@ void Worker::accept_from(int listen_fd) {
         tls::SslPtr ssl;
         if (tls) {
             // The handshake writes outside Stream::flush, so TLS sets TCP_NODELAY at once.
-            int one = 1;
-            ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            set_tcp_nodelay(fd);
             if (!(ssl = options_.server_tls->accept(fd))) {
                 ::close(fd);
                 continue;
