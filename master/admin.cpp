@@ -88,6 +88,9 @@ void Master::setup_admin_routes() {
             [this](const AdminCall& call, std::uint64_t) {
                 return std::optional(update_backend(call.body));
             });
+    a.route(EVHTTP_REQ_DELETE, "/api/v1/cache", [this](const AdminCall& call, std::uint64_t) {
+        return std::optional(purge_cache(call));
+    });
     a.route(EVHTTP_REQ_DELETE, "/api/v1/backends/remove",
             [this](const AdminCall& call, std::uint64_t) {
                 return std::optional(

@@ -86,8 +86,17 @@ void Master::start_generation(config::Config source, Resolutions resolutions, st
                       what + " failed: " + error + "; still serving generation " +
                           std::to_string(generation_));
     }
+    shm::CacheStore previous_cache;
+    if (!prepare_cache(next, previous_cache, error)) {
+        if (what == "reload") ++reloads_failed_;
+        listeners_.rollback();
+        return answer(requester, false,
+                      what + " failed: " + error + "; still serving generation " +
+                          std::to_string(generation_));
+    }
     sd_notify("RELOADING=1");
     transition_.emplace();
+    transition_->previous_cache = std::move(previous_cache);
     transition_->what = std::move(what);
     transition_->requester = requester;
     transition_->generation = generation_ + 1;
@@ -196,6 +205,7 @@ void Master::abort_transition(const std::string& reason) {
     source_text_ = std::move(failed.previous_text);
     overlay_ = std::move(failed.previous_overlay);
     tls_ = std::move(failed.previous_tls);
+    if (failed.previous_cache.valid()) cache_ = std::move(failed.previous_cache);
     generation_ = failed.generation - 1;
     std::string error;
     log::setup_error_log(config_.log, "master", error);

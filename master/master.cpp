@@ -121,7 +121,9 @@ int Master::run() {
         }
     }
     resolutions_ = resolve_now(source_config_, kResolveTimeout);
-    if (!expand_config(config_, resolutions_, error) || !build_tls(config_, tls_, error)) {
+    shm::CacheStore no_previous;
+    if (!expand_config(config_, resolutions_, error) || !build_tls(config_, tls_, error) ||
+        !prepare_cache(config_, no_previous, error)) {
         spdlog::error("{}", error);
         return 1;
     }
@@ -311,6 +313,7 @@ void Master::become_worker(int slot, int channel_fd, std::size_t stats_slot) {
     options.upstream_state = &*upstream_state_;
     options.rate_limits = &*rate_limits_;
     options.metrics = &metrics_->slots[stats_slot];
+    options.cache = cache_for_workers();
     options.server_tls = tls_.server.get();
     options.client_tls = tls_.client.get();
     options.stats_slot = stats_slot;

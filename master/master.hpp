@@ -19,6 +19,7 @@
 
 #include "common/config/overlay.hpp"
 #include "common/config/types.hpp"
+#include "common/shm/cache_store.hpp"
 #include "common/shm/metric_series.hpp"
 #include "common/shm/rate_limit_table.hpp"
 #include "common/shm/ticket_keys.hpp"
@@ -87,6 +88,7 @@ struct Transition {
     config::BackendOverlay previous_overlay;
     Resolutions previous_resolutions;
     TlsState previous_tls;
+    shm::CacheStore previous_cache;  // valid when the new generation got a resized cache
     EventPtr deadline;
 };
 
@@ -193,6 +195,11 @@ class Master {
     // metrics.cpp: the [metrics] endpoint.
     void configure_metrics();
     void render_metrics_text(std::string& out);
+    // master/cache.cpp: the shared response cache, sized by [cache] when a route caches.
+    bool prepare_cache(const config::Config& config, shm::CacheStore& previous, std::string& error);
+    shm::CacheStore* cache_for_workers();
+    AdminReply purge_cache(const AdminCall& call);
+    void render_cache_metrics(std::string& out) const;
     bool ready_for_traffic() const;
     // `proxyctl stats` / `backends` (and later the admin API): JSON plus a human message.
     nlohmann::json stats_server_json() const;
@@ -237,6 +244,7 @@ class Master {
     shm::RateLimitRegion rate_limits_;
     shm::TicketKeyRegion ticket_keys_;
     shm::MetricsRegion metrics_;
+    shm::CacheStore cache_;  // invalid until a config has a route with cache
     std::unique_ptr<MetricsServer> metrics_server_;
     std::unique_ptr<StatsWindow> stats_window_;
     std::unique_ptr<AdminServer> admin_server_;

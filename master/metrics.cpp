@@ -91,6 +91,7 @@ void Master::render_metrics_text(std::string& out) {
     input.generation = generation_;
     if (tls_.server) input.certificates = tls_.server->certificates();
     render_metrics(input, out);
+    render_cache_metrics(out);
 }
 
 }  // namespace proxyd::master

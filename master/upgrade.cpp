@@ -114,7 +114,11 @@ void Master::request_upgrade(std::uint64_t requester) {
     fds.push_back(ticket_keys_.fd());
     header["ticket_keys"] = true;  // absent in handoffs from 0.1
     fds.push_back(metrics_.fd());
-    header["metrics"] = true;  // the last fd; absent in handoffs from 0.1
+    header["metrics"] = true;  // absent in handoffs from 0.1
+    if (cache_.valid()) {
+        fds.push_back(cache_.fd());
+        header["cache"] = true;  // the last fd when present
+    }
     header["counters"] = {{"worker_restarts", worker_restarts_},
                           {"reloads_ok", reloads_ok_},
                           {"reloads_failed", reloads_failed_}};
@@ -239,9 +243,16 @@ bool Master::receive_handoff(std::string& error) {
         return false;
     }
     if (fds.size() < 2u + header.value("rate_limits", false) + header.value("ticket_keys", false) +
-                         header.value("metrics", false)) {
+                         header.value("metrics", false) + header.value("cache", false)) {
         error = "the handoff carried no shared memory";
         return false;
+    }
+    // Stored responses stay (prepare_cache makes a new store if the new config sizes it
+    // differently).
+    if (header.value("cache", false)) {
+        cache_ = shm::CacheStore::attach(std::move(fds.back()));
+        fds.pop_back();
+        if (!cache_.valid()) spdlog::warn("upgrade: the old cache has another layout; starting empty");
     }
     // Series keep counting where the old binary's workers left them.
     if (header.value("metrics", false)) {

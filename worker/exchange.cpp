@@ -1,6 +1,11 @@
 #include "worker/exchange.hpp"
 
 namespace proxyd::worker {
+namespace {
+
+constexpr std::size_t kKeptBlobCapacity = 64 * 1024;
+
+}  // namespace
 
 void Exchange::reset() {
     route = nullptr;
@@ -51,6 +56,23 @@ void Exchange::reset() {
     has_deadline = false;
     grpc_status.clear();
     grpc_message.clear();
+    cache_on = false;
+    cache_label = nullptr;
+    cache_key.clear();
+    cache_variant_key.clear();
+    cache_request_head.clear();
+    cache_fill = cache_storing = cache_waited = cache_stale = false;
+    cache_wait_until_ms = cache_stored_ms = cache_fresh_ms = 0;
+    cache_vary.clear();
+    // A stored object may have been large: do not keep its capacity in every recycled exchange.
+    if (cache_blob.capacity() > kKeptBlobCapacity) std::string().swap(cache_blob);
+    cache_blob.clear();
+    evbuffer_drain(cache_object.get(), evbuffer_get_length(cache_object.get()));
+    accept_encoding.clear();
+    may_compress = false;
+    compressor.release();
+    encoded_vary.clear();
+    encoded_etag.clear();
 }
 
 }  // namespace proxyd::worker

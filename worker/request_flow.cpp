@@ -131,6 +131,8 @@ void RequestFlow::start(const http::Request& request) {
     if (!check_access(request)) return;
     prepare_balancing(request);
     prepare_upstream_head(request);
+    prepare_cache(request);
+    prepare_encoding(request);
     client_->release_request_head();  // `request` is invalid from here on
     apply_rate_limit();
 }
@@ -241,8 +243,14 @@ void RequestFlow::prepare_upstream_head(const http::Request& request) {
     build_upstream_request_head(request, info, ex.upstream_head);
 }
 
-// The request may go on (access and rate limits passed): ask for its body, and go upstream.
+// The request may go on (access and rate limits passed): answered from the cache, or upstream.
 void RequestFlow::continue_request() {
+    if (exchange_->cache_on && answer_from_cache()) return;
+    go_upstream();
+}
+
+// Ask for the request's body, and go upstream.
+void RequestFlow::go_upstream() {
     if (!client_->accept_request_body()) {
         end_client_gone();
         return;
@@ -287,6 +295,12 @@ void RequestFlow::fail(Failure failure, std::string_view detail, int parser_stat
     release_server();
     ex.upstream.reset();
     if (ex.h2) release_h2_stream(true);
+    if ((failure == Failure::UpstreamFailed || failure == Failure::UpstreamTimeout ||
+         failure == Failure::NoServer) &&
+        serve_stale_on_error(0)) {
+        return;
+    }
+    end_cache_fill();
     if (status == 0 || ex.response_started) {
         if (!ex.response_started) ex.status = failure == Failure::ClientGone ? 499 : 502;
         record_exchange();
@@ -294,6 +308,7 @@ void RequestFlow::fail(Failure failure, std::string_view detail, int parser_stat
         return;
     }
     ex.status = status;
+    append_cache_lines(0);
     if (ex.route && ex.route->grpc) {
         // gRPC clients read grpc-status, not the HTTP status. The log keeps the HTTP one.
         send_grpc_error(status, status < 500 ? detail : std::string_view{}, !must_close);
@@ -360,6 +375,8 @@ void RequestFlow::abandon() {
 
 // The request's state goes back to the worker's free list; the flow is idle.
 void RequestFlow::recycle() {
+    end_cache_fill();
+    if (cache_timer_) event_del(cache_timer_.get());
     if (queue_timer_) event_del(queue_timer_.get());  // it belonged to this request
     if (exchange_->h2) release_h2_stream(true);       // an exchange that did not finish
     if (h2_timer_) event_del(h2_timer_.get());

@@ -3,10 +3,13 @@
 // way):
 //
 //   start (request id, limits, route) -> check_access (CORS, JWT, rate-limit key)
-//     -> prepare_balancing -> prepare_upstream_head -> apply_rate_limit -> continue_request
-//     -> connect_upstream (pool or new connect; next server on failure) -> send_request_head
-//     -> forward_request_body -> read_response_head -> send_response_head
-//     -> forward_response_body -> finish (metrics, access log, upstream back to the pool)
+//     -> prepare_balancing -> prepare_upstream_head -> prepare_cache -> prepare_encoding
+//     -> apply_rate_limit -> continue_request -> answer_from_cache (hit, stale, or wait for
+//     another request's fill) -> go_upstream -> connect_upstream (pool or new connect; next
+//     server on failure) -> send_request_head -> forward_request_body -> read_response_head
+//     -> send_response_head (begin_cache_fill, encode_head) -> forward_response_body
+//     (deliver_body: copy for the store, compress) -> end_body (store) -> finish (metrics,
+//     access log, upstream back to the pool)
 //
 // Any phase may end the request through fail(), the one place that maps a failure to a status.
 // A 101 to a WebSocket handshake hands the upstream connection to the client side (a tunnel);
@@ -20,7 +23,8 @@
 // Http1Request (one at a time per ClientConnection); HTTP/2 will have one per stream.
 //
 // Files: request_flow.cpp (start, endings, failures, log), request_flow_access.cpp (CORS, JWT,
-// rate limits), request_flow_upstream.cpp (balance, connect, retries, both bodies),
+// rate limits), request_flow_cache.cpp (the shared response cache), request_flow_encoding.cpp
+// (gzip/br on the way out), request_flow_upstream.cpp (balance, connect, retries, both bodies),
 // request_flow_h2.cpp (the same upstream phases on a stream of an HTTP/2 upstream, and gRPC).
 #pragma once
 
@@ -97,12 +101,32 @@ class RequestFlow final : public UpstreamUser, public RateLimitWaiter, public H2
     void prepare_balancing(const http::Request& request);
     void prepare_upstream_head(const http::Request& request);
     void continue_request();
+    void go_upstream();
     // request_flow_access.cpp:
     bool check_access(const http::Request& request);
     bool answer_preflight(const http::Request& request);
     bool authenticate(const http::Request& request);
     void apply_rate_limit();
     void apply_rate_decision(const shm::RateDecision& decision);
+    // request_flow_cache.cpp:
+    void prepare_cache(const http::Request& request);
+    bool answer_from_cache();
+    shm::CacheFound look_up_cached(std::int64_t now_ms);
+    void wait_for_fill(std::int64_t now_ms);
+    static void on_cache_timer(evutil_socket_t, short, void* arg);
+    void serve_cached(shm::CacheResult result, std::int64_t now_ms);
+    bool serve_stale_on_error(int status);
+    void append_cache_lines(std::int64_t now_ms);
+    void begin_cache_fill(const http::Response& response);
+    void copy_for_store(evbuffer* in, std::size_t n);
+    void commit_cache_store();
+    void end_cache_fill();
+    // request_flow_encoding.cpp:
+    void prepare_encoding(const http::Request& request);
+    const http::Response& encode_head(const http::Response& response);
+    void deliver_body(evbuffer* in, std::size_t n);
+    void end_body();
+    void end_body_with_trailers(const HeaderList& trailers);
     // request_flow_upstream.cpp:
     void connect_upstream();
     bool open_upstream(std::string& error);
@@ -145,6 +169,7 @@ class RequestFlow final : public UpstreamUser, public RateLimitWaiter, public H2
     std::unique_ptr<Exchange> exchange_;
     EventPtr queue_timer_;              // created the first time every server is full
     EventPtr h2_timer_;                 // an HTTP/2 stream's response and idle timeouts
+    EventPtr cache_timer_;              // polls the store while another request fills the key
     bool paused_for_upstream_ = false;  // client body paused: upstream output is full
     bool paused_for_client_ = false;    // upstream reads stopped: client output is full
 };

@@ -204,9 +204,18 @@ void RequestFlow::on_h2_head(int status, std::vector<h2::Header>&& headers, bool
     } else {
         response.body = has_length ? http::BodyKind::ContentLength : http::BodyKind::Chunked;
     }
+    if (ex.cache_stale && (status == 500 || (status >= 502 && status <= 504))) {
+        // stale_if_error, as for an HTTP/1.1 upstream (request_flow_upstream.cpp).
+        report_attempt(status == 500);
+        release_h2_stream(true);
+        release_server();
+        serve_stale_on_error(status);
+        return;
+    }
+    begin_cache_fill(response);
     ClientResponseInfo info;
     begin_response(response, info, ex.route->grpc);
-    client_->send_response_head(response, info);
+    client_->send_response_head(encode_head(response), info);
     ex.response_started = true;
     // The head is no proof the response will ever end: from now on only the gap between pieces
     // is bounded (a server-streaming call, like SSE), and the gRPC deadline.
@@ -217,7 +226,7 @@ void RequestFlow::on_h2_head(int status, std::vector<h2::Header>&& headers, bool
 void RequestFlow::on_h2_data(evbuffer* data) {
     auto& ex = *exchange_;
     const std::size_t n = evbuffer_get_length(data);
-    client_->send_response_data(data, n);
+    deliver_body(data, n);
     if (!flush_client()) return;
     if (client_->response_pending() > kHighWatermark) {
         ex.h2_unconsumed += n;
@@ -244,9 +253,9 @@ void RequestFlow::on_h2_end() {
     auto& ex = *exchange_;
     if (h2_timer_) event_del(h2_timer_.get());
     if (ex.h2_has_trailers) {
-        client_->end_response_with_trailers(ex.h2_trailers);
+        end_body_with_trailers(ex.h2_trailers);
     } else {
-        client_->end_response();
+        end_body();
     }
     if (!flush_client()) return;
     finish();

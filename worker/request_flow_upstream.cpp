@@ -262,7 +262,7 @@ void RequestFlow::on_upstream_readable() {
     } else if (ex.response_body == http::BodyKind::UntilClose &&
                result == Stream::ReadResult::Eof) {
         ex.upstream_reusable = false;
-        client_->end_response();
+        end_body();
         if (flush_client()) finish();
     } else {
         fail(Failure::UpstreamAborted, "upstream closed mid-response");
@@ -340,12 +340,21 @@ void RequestFlow::read_response_head() {
 
 void RequestFlow::send_response_head(const http::Response& response) {
     auto& ex = *exchange_;
+    if (ex.cache_stale && (response.status == 500 || (response.status >= 502 && response.status <= 504))) {
+        // stale_if_error: the upstream's error is not forwarded, the stale copy is.
+        report_attempt(response.status == 500);
+        ex.upstream.reset();
+        release_server();
+        serve_stale_on_error(response.status);
+        return;
+    }
     auto& upstream = ex.upstream->stream;
+    begin_cache_fill(response);
     ClientResponseInfo info;
     begin_response(response, info, false);
     const bool switching = response.status == 101;
     if (switching) info.upgrade = "websocket";
-    client_->send_response_head(response, info);
+    client_->send_response_head(switching ? response : encode_head(response), info);
     ex.response_started = true;
     evbuffer_drain(upstream.in(), response.head_length);  // `response` is invalid from here on
     if (switching) {
@@ -406,7 +415,7 @@ void RequestFlow::forward_response_body() {
         case http::BodyKind::ContentLength: {
             auto n = static_cast<std::size_t>(
                 std::min<std::uint64_t>(ex.response_remaining, evbuffer_get_length(in)));
-            client_->send_response_data(in, n);
+            deliver_body(in, n);
             ex.response_remaining -= n;
             complete = ex.response_remaining == 0;
             break;
@@ -416,12 +425,12 @@ void RequestFlow::forward_response_body() {
             complete = ex.response_chunks.done();
             break;
         case http::BodyKind::UntilClose:
-            client_->send_response_data(in, evbuffer_get_length(in));
+            deliver_body(in, evbuffer_get_length(in));
             break;
     }
     if (complete) {
         if (evbuffer_get_length(in) > 0) ex.upstream_reusable = false;  // junk after the body
-        client_->end_response();
+        end_body();
     }
     if (!flush_client()) return;
     if (complete) {
@@ -444,7 +453,7 @@ bool RequestFlow::forward_chunked_response_body(evbuffer* in) {
         if (decoder.in_data()) {
             auto n = static_cast<std::size_t>(
                 std::min<std::uint64_t>(decoder.data_remaining(), evbuffer_get_length(in)));
-            client_->send_response_data(in, n);
+            deliver_body(in, n);
             decoder.consume_data(n);
             continue;
         }

@@ -31,7 +31,10 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
       access_(*options.config, options.rate_limits, base),
       metrics_(options.metrics, *options.config),
       scratch_request_(std::make_unique<http::Request>()),
-      scratch_response_(std::make_unique<http::Response>()) {
+      scratch_response_(std::make_unique<http::Response>()),
+      cache_request_(std::make_unique<http::Request>()),
+      encoded_response_(std::make_unique<http::Response>()),
+      encoded_body_(make_evbuffer()) {
     tls_response_headers_ = config_.server.response_headers;
     if (!config_.tls.hsts.empty() &&
         !has_extra_header(&tls_response_headers_, "Strict-Transport-Security")) {

@@ -14,6 +14,7 @@
 
 #include "common/config/types.hpp"
 #include "common/http/parser.hpp"
+#include "common/shm/cache_store.hpp"
 #include "common/shm/upstream_state.hpp"
 #include "common/shm/worker_stats.hpp"
 #include "common/tls/client_context.hpp"
@@ -44,6 +45,7 @@ struct WorkerOptions {
     shm::UpstreamStateLayout* upstream_state = nullptr;
     shm::RateLimitTable* rate_limits = nullptr;
     shm::SeriesTable* metrics = nullptr;  // this worker's stats slot's labelled series
+    shm::CacheStore* cache = nullptr;     // null when no route caches
     // Built by the master before the fork; null when there is no [tls] / no TLS upstream server.
     const tls::ServerTls* server_tls = nullptr;
     tls::ClientTls* client_tls = nullptr;  // gains contexts for TLS servers added at runtime
@@ -89,6 +91,13 @@ class Worker {
     // Reused per request so that heads are parsed and built without allocating.
     http::Request& scratch_request() { return *scratch_request_; }
     http::Response& scratch_response() { return *scratch_response_; }
+    // The cache phase's own: a stored head re-parsed, the request's headers kept for Vary and
+    // conditionals, and a response head rewritten for a content coding (never live at once with
+    // another use of the same object).
+    http::Request& cache_request() { return *cache_request_; }
+    http::Response& encoded_response() { return *encoded_response_; }
+    evbuffer* encoded_body() { return encoded_body_.get(); }
+    shm::CacheStore* cache() { return options_.cache; }
     std::vector<std::string_view>& scratch_views() { return scratch_views_; }
     std::string& scratch() { return scratch_; }
     bool draining() const { return draining_; }
@@ -136,6 +145,9 @@ class Worker {
     std::uint64_t redis_failures_unlogged_ = 0;
     std::unique_ptr<http::Request> scratch_request_;
     std::unique_ptr<http::Response> scratch_response_;
+    std::unique_ptr<http::Request> cache_request_;
+    std::unique_ptr<http::Response> encoded_response_;
+    EvbufferPtr encoded_body_;
     std::vector<std::string_view> scratch_views_;
     std::string scratch_;
     HeaderList tls_response_headers_;

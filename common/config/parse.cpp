@@ -21,9 +21,9 @@ namespace {
 
 using detail::Reader;
 
-constexpr std::string_view kTopKeys[] = {"server",      "upstreams", "routes", "tls", "auth",
-                                         "rate_limits", "metrics",   "admin",  "log"};
-constexpr std::string_view kTopLater[] = {"cache", "compression"};
+constexpr std::string_view kTopKeys[] = {"server",  "upstreams",   "routes", "tls",
+                                         "auth",    "rate_limits", "cache",  "compression",
+                                         "metrics", "admin",       "log"};
 constexpr std::string_view kAdminKeys[] = {"listen", "token_file"};
 constexpr std::string_view kMetricsKeys[] = {"listen", "path"};
 constexpr std::string_view kLogKeys[] = {"level", "format", "error_log", "access_log"};
@@ -119,7 +119,7 @@ void parse_admin(Reader& r, const toml::node& node, AdminSection& out) {
 }
 
 void parse_document(Reader& r, const toml::table& root, Config& config) {
-    r.check_keys(root, "at the top level", kTopKeys, kTopLater);
+    r.check_keys(root, "at the top level", kTopKeys);
     if (const toml::node* server = root.get("server")) {
         detail::parse_server(r, *server, config.server);
     } else {
@@ -132,6 +132,10 @@ void parse_document(Reader& r, const toml::table& root, Config& config) {
     if (const toml::node* n = root.get("auth")) detail::parse_auth(r, *n, config.jwt);
     if (const toml::node* n = root.get("rate_limits")) {
         detail::parse_rate_limits(r, *n, config.rate_limits);
+    }
+    if (const toml::node* n = root.get("cache")) detail::parse_cache(r, *n, config.cache);
+    if (const toml::node* n = root.get("compression")) {
+        detail::parse_compression(r, *n, config.compression);
     }
     if (const toml::node* n = root.get("metrics")) parse_metrics(r, *n, config.metrics);
     if (const toml::node* n = root.get("admin")) parse_admin(r, *n, config.admin);

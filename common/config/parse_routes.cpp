@@ -15,8 +15,7 @@ constexpr std::string_view kRouteKeys[] = {
     "name",        "path",          "path_exact",   "host",
     "methods",     "upstream",      "strip_prefix", "websocket_balance",
     "sse_balance", "auth_required", "roles",        "rate_limit",
-    "cors",        "protocol"};
-constexpr std::string_view kRouteLater[] = {"cache", "compress"};
+    "cors",        "protocol",      "cache",        "compress"};
 // A route's protocol: plain HTTP (the default, as if the key were left out) or gRPC.
 constexpr std::string_view kRouteProtocols[] = {"http", "grpc"};
 constexpr std::string_view kCorsKeys[] = {"allowed_origins", "allowed_methods",   "allowed_headers",
@@ -230,7 +229,7 @@ void parse_route(Reader& r, const toml::node& node, Route& out) {
         return;
     }
     out.loc = loc_of(node);
-    r.check_keys(*route, kWhere, kRouteKeys, kRouteLater);
+    r.check_keys(*route, kWhere, kRouteKeys);
     parse_paths(r, *route, out);
     if (const toml::node* host = route->get("host")) parse_host(r, *host, out);
     if (const toml::node* methods = route->get("methods")) parse_methods(r, *methods, out);
@@ -255,6 +254,9 @@ void parse_route(Reader& r, const toml::node& node, Route& out) {
             out.grpc = *protocol == "grpc";
         }
     }
+    if (const toml::node* n = route->get("cache"))
+        out.has_cache = parse_route_cache(r, *n, out.cache);
+    r.read(*route, "compress", out.compress);
     if (const toml::node* n = route->get("name")) {
         if (auto name = r.nonempty_string(*n, "name")) out.label = std::move(*name);
     }

@@ -92,6 +92,10 @@ void parse_routes(Reader& r, const toml::node& node, std::vector<Route>& out);
 void parse_auth(Reader& r, const toml::node& node, JwtAuth& out);
 void parse_tls(Reader& r, const toml::node& node, TlsSection& out);
 void parse_rate_limits(Reader& r, const toml::node& node, std::vector<RateLimit>& out);
+void parse_cache(Reader& r, const toml::node& node, CacheSettings& out);
+void parse_compression(Reader& r, const toml::node& node, CompressionSettings& out);
+// A route's `cache = {...}`; false when it is not a table (reported), so the route has no cache.
+bool parse_route_cache(Reader& r, const toml::node& node, RouteCache& out);
 
 // The required `listen` array of `table` ([server], [tls]): at least one numeric "host:port",
 // each kept with its place. `where` completes "missing required key "listen" ...".

@@ -139,6 +139,14 @@ json route_json(const Route& r) {
     if (!r.roles.empty()) out["roles"] = r.roles;
     if (!r.rate_limit.empty()) out["rate_limit"] = r.rate_limit;
     if (r.grpc) out["protocol"] = "grpc";
+    if (r.has_cache) {
+        const auto& c = r.cache;
+        out["cache"] = {{"ttl", format_duration(c.ttl)},
+                        {"stale_while_revalidate", format_duration(c.stale_while_revalidate)},
+                        {"stale_if_error", format_duration(c.stale_if_error)},
+                        {"authorization", c.authorization}};
+    }
+    if (!r.compress) out["compress"] = false;
     if (r.cors.enabled) {
         const auto& c = r.cors;
         out["cors"] = {
@@ -204,6 +212,14 @@ json rate_limit_json(const RateLimit& r) {
     return out;
 }
 
+json compression_json(const CompressionSettings& c) {
+    json algorithms = json::array();
+    for (const auto a : c.algorithms) {
+        algorithms.push_back(a == CompressionAlgorithm::Brotli ? "br" : "gzip");
+    }
+    return {{"types", c.types}, {"min_size", c.min_size}, {"algorithms", algorithms}};
+}
+
 }  // namespace
 
 json to_json(const Config& config) {
@@ -227,6 +243,10 @@ json to_json(const Config& config) {
         for (const auto& r : config.rate_limits) limits[r.name] = rate_limit_json(r);
         out["rate_limits"] = limits;
     }
+    // Shown even without [cache] in the file: these are the sizes a cached route gets.
+    out["cache"] = {{"max_size", config.cache.max_size},
+                    {"max_object_size", config.cache.max_object_size}};
+    if (config.compression.enabled) out["compression"] = compression_json(config.compression);
     if (config.metrics.enabled) {
         out["metrics"] = {{"listen", config.metrics.listen.text}, {"path", config.metrics.path}};
     }

@@ -54,7 +54,8 @@ struct Limits {
     std::size_t max_body_size = 10 * 1024 * 1024;
     std::size_t max_uri_size = 8 * 1024;
     std::size_t min_request_rate = 512;  // bytes per second for request heads; 0 = off
-    // HTTP/2: streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    // HTTP/2: streams one client connection may have open at once
+    // (SETTINGS_MAX_CONCURRENT_STREAMS).
     int max_concurrent_streams = 128;
 };
 
@@ -182,6 +183,19 @@ struct Cors {
     Millis max_age{0};               // 0 = no Access-Control-Max-Age
 };
 
+// A route's `cache = {...}`: its responses may be stored in the shared cache and served from it.
+struct RouteCache {
+    // Freshness when the response says nothing (no s-maxage, max-age or Expires); > 0.
+    std::chrono::milliseconds ttl{0};
+    // After expiry, within this window, one request refreshes from upstream while the others get
+    // the stale copy; 0 = off.
+    std::chrono::milliseconds stale_while_revalidate{0};
+    // After expiry, within this window, the stale copy stands in for a failed upstream; 0 = off.
+    std::chrono::milliseconds stale_if_error{0};
+    // Requests with Authorization may be served from / stored in the cache (else: BYPASS).
+    bool authorization = false;
+};
+
 struct Route {
     // The route's name in metrics (`route` label): `name`, else host + path as matched
     // ("api.example.com/api/", "/", "=/exact").
@@ -211,6 +225,10 @@ struct Route {
     // statuses (trailers-only responses); grpc-timeout bounds the upstream wait.
     bool grpc = false;
     SourceLoc protocol_loc;
+    // Response phase.
+    bool has_cache = false;  // `cache = {...}` is set: only such routes use the cache
+    RouteCache cache;
+    bool compress = true;  // opt-out of [compression] for this route
     SourceLoc loc;
 };
 
@@ -299,6 +317,28 @@ struct AdminSection {
     std::string token;  // read from token_file at load and on every reload
 };
 
+// [cache]: the one shared-memory store of every cached route (all workers share it). Defaults
+// apply when a route has `cache` and [cache] is absent.
+struct CacheSettings {
+    std::size_t max_size = 100 * 1024 * 1024;   // the whole store; >= 64KiB
+    std::size_t max_object_size = 1024 * 1024;  // one response body; 1KiB..max_size
+};
+
+enum class CompressionAlgorithm { Brotli, Gzip };
+
+// [compression]: responses compressed on the way to clients that accept it.
+struct CompressionSettings {
+    bool enabled = false;  // the [compression] table is present
+    // Lower-case media types ("type/subtype"); "text/*" matches every subtype of text.
+    std::vector<std::string> types{"text/html", "text/css", "application/json",
+                                   "application/javascript", "text/plain"};
+    // Responses with a known Content-Length below this are not compressed.
+    std::size_t min_size = 1024;
+    // Server preference order: breaks ties between equally acceptable codings.
+    std::vector<CompressionAlgorithm> algorithms{CompressionAlgorithm::Brotli,
+                                                 CompressionAlgorithm::Gzip};
+};
+
 enum class LogLevel { Trace, Debug, Info, Warn, Error };
 enum class LogFormat { Json, Text };
 
@@ -319,6 +359,8 @@ struct Config {
     AdminSection admin;
     JwtAuth jwt;
     std::vector<RateLimit> rate_limits;  // sorted by name
+    CacheSettings cache;
+    CompressionSettings compression;
     LogSection log;
 };
 
