@@ -252,7 +252,8 @@ bool Master::receive_handoff(std::string& error) {
     if (header.value("cache", false)) {
         cache_ = shm::CacheStore::attach(std::move(fds.back()));
         fds.pop_back();
-        if (!cache_.valid()) spdlog::warn("upgrade: the old cache has another layout; starting empty");
+        if (!cache_.valid())
+            spdlog::warn("upgrade: the old cache has another layout; starting empty");
     }
     // Series keep counting where the old binary's workers left them.
     if (header.value("metrics", false)) {

@@ -456,7 +456,7 @@ bool is_not_modified(const http::Request& request, std::string_view etag,
     for (std::size_t i = 0; i < request.header_count; ++i) {
         if (!iequals(request.headers[i].name, "if-none-match")) continue;
         has_if_none_match = true;
-        if (!etag.empty() && if_none_match_names(request.headers[i].value, etag)) return true;
+        if (if_none_match_names(request.headers[i].value, etag)) return true;
     }
     if (has_if_none_match) return false;  // RFC 9110 13.2.2: If-Modified-Since is not evaluated
     const http::Header* since = find_field(request, "if-modified-since");
@@ -471,22 +471,10 @@ bool is_not_modified(const http::Request& request, std::string_view etag,
 
 namespace {
 
-// The hop-by-hop names worker/forward_headers.cpp drops, and the headers the proxy writes for
-// each response it sends (a stored copy would be stale or belong to another client).
+// Besides the hop-by-hop names (worker/forward_headers.hpp), the headers the proxy writes for each
+// response it sends: a stored copy would be stale or belong to another client.
 bool is_left_out_of_store(std::string_view name) {
-    return is_one_of(name, {"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                            "upgrade", "transfer-encoding", "content-length", "x-request-id", "age",
-                            "set-cookie", "x-cache"});
-}
-
-bool named_by_connection(const http::Response& response, std::string_view name) {
-    for (std::size_t i = 0; i < response.header_count; ++i) {
-        if (iequals(response.headers[i].name, "connection") &&
-            http::list_contains_token(response.headers[i].value, name)) {
-            return true;
-        }
-    }
-    return false;
+    return is_hop_by_hop(name) || is_one_of(name, {"x-request-id", "age", "set-cookie", "x-cache"});
 }
 
 }  // namespace
@@ -497,9 +485,10 @@ void build_stored_head(const http::Response& response, std::string& out) {
     out += ' ';
     out += response.reason.empty() ? http::reason_phrase(response.status) : response.reason;
     out += "\r\n";
+    const ConnectionOptions connection_options(response.headers, response.header_count);
     for (std::size_t i = 0; i < response.header_count; ++i) {
         const http::Header& h = response.headers[i];
-        if (is_left_out_of_store(h.name) || named_by_connection(response, h.name)) continue;
+        if (is_left_out_of_store(h.name) || connection_options.names(h.name)) continue;
         append_header(out, h.name, h.value);
     }
     out += "\r\n";

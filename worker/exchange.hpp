@@ -124,27 +124,27 @@ struct Exchange {
     // Cache phase (request_flow_cache.cpp). The request's header lines are kept (as a head that
     // re-parses) because Vary and the conditional headers are read after the client side has
     // released the request head.
-    bool cache_on = false;        // the route caches and this request may use the cache
+    bool cache_on = false;              // the route caches and this request may use the cache
     const char* cache_label = nullptr;  // the X-Cache value still to add to the response head
-    std::string cache_key;        // method, host, path, query
-    std::string cache_variant_key;  // cache_key plus the request's values of the stored Vary
+    std::string cache_key;              // method, host, path, query
+    std::string cache_variant_key;      // cache_key plus the request's values of the stored Vary
     std::string cache_request_head;
-    bool cache_fill = false;      // this request holds the key's fill mark
-    bool cache_storing = false;   // the response is being copied for the store
-    bool cache_waited = false;    // it waited for another request's fill once already
-    bool cache_stale = false;     // cache_object holds a stale copy to serve on upstream errors
+    bool cache_fill = false;     // this request holds the key's fill mark
+    bool cache_storing = false;  // the response is being copied for the store
+    bool cache_waited = false;   // it waited for another request's fill once already
+    bool cache_stale = false;    // cache_object holds a stale copy to serve on upstream errors
     std::int64_t cache_wait_until_ms = 0;
-    std::int64_t cache_stored_ms = 0;   // the object in cache_object, or the one being stored
-    std::int64_t cache_fresh_ms = 0;    // freshness lifetime of the one being stored
-    std::string cache_vary;       // Vary names of the one being stored
-    std::string cache_blob;       // the one being stored: its stored head, then its body
+    std::int64_t cache_stored_ms = 0;  // the object in cache_object, or the one being stored
+    std::int64_t cache_fresh_ms = 0;   // freshness lifetime of the one being stored
+    std::string cache_vary;            // Vary names of the one being stored
+    std::string cache_blob;            // the one being stored: its stored head, then its body
     EvbufferPtr cache_object = make_evbuffer();  // a looked-up object: stored head, then body
 
     // Encoding phase (request_flow_encoding.cpp).
     std::string accept_encoding;  // the client's, when [compression] applies to the route
     bool may_compress = false;
-    Compressor compressor;        // active while the body is encoded on its way out
-    std::string encoded_vary;     // header values of a head rewritten for an encoding
+    Compressor compressor;     // active while the body is encoded on its way out
+    std::string encoded_vary;  // header values of a head rewritten for an encoding
     std::string encoded_etag;
 
     std::chrono::steady_clock::time_point started;

@@ -17,41 +17,6 @@ void append_number(std::string& out, std::uint64_t n) {
     out.append(buf, end);
 }
 
-// Headers named by any Connection header are hop-by-hop too. Most messages have no Connection
-// header (HTTP/1.1 keeps alive by default): one scan finds that, instead of one per header.
-class ConnectionOptions {
-  public:
-    ConnectionOptions(const http::Header* headers, std::size_t count)
-        : headers_(headers), count_(count), first_(0) {
-        while (first_ < count && !iequals(headers[first_].name, "connection")) ++first_;
-    }
-
-    bool names(std::string_view name) const {
-        for (std::size_t i = first_; i < count_; ++i) {
-            if (iequals(headers_[i].name, "connection") &&
-                http::list_contains_token(headers_[i].value, name)) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-  private:
-    const http::Header* headers_;
-    std::size_t count_;
-    std::size_t first_;  // the first Connection header; count_ when there is none
-};
-
-bool is_hop_by_hop(std::string_view name) {
-    static constexpr std::string_view kNames[] = {
-        "connection", "keep-alive", "proxy-connection",  "te",
-        "trailer",    "upgrade",    "transfer-encoding", "content-length"};
-    for (auto n : kNames) {
-        if (iequals(name, n)) return true;
-    }
-    return false;
-}
-
 // Case-insensitive, and "_" equal to "-": frameworks that map headers to CGI-style variables
 // (X_Forwarded_For -> HTTP_X_FORWARDED_FOR) cannot tell the two apart.
 bool same_header_name(std::string_view a, std::string_view b) {
@@ -128,6 +93,31 @@ void append_connection(const ClientResponseInfo& info, std::string& out) {
 }
 
 }  // namespace
+
+ConnectionOptions::ConnectionOptions(const http::Header* headers, std::size_t count)
+    : headers_(headers), count_(count), first_(0) {
+    while (first_ < count && !iequals(headers[first_].name, "connection")) ++first_;
+}
+
+bool ConnectionOptions::names(std::string_view name) const {
+    for (std::size_t i = first_; i < count_; ++i) {
+        if (iequals(headers_[i].name, "connection") &&
+            http::list_contains_token(headers_[i].value, name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool is_hop_by_hop(std::string_view name) {
+    static constexpr std::string_view kNames[] = {
+        "connection", "keep-alive", "proxy-connection",  "te",
+        "trailer",    "upgrade",    "transfer-encoding", "content-length"};
+    for (auto n : kNames) {
+        if (iequals(name, n)) return true;
+    }
+    return false;
+}
 
 bool has_extra_header(const HeaderList* extra, std::string_view name) {
     if (!extra) return false;

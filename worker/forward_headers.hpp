@@ -46,6 +46,23 @@ struct UpstreamRequestInfo {
     std::string_view upgrade;
 };
 
+// Hop-by-hop names that are never forwarded as they are (the framing headers included: the proxy
+// frames bodies itself).
+bool is_hop_by_hop(std::string_view name);
+
+// Headers named by any Connection header are hop-by-hop too. Most messages have no Connection
+// header (HTTP/1.1 keeps alive by default): one scan finds that, instead of one per header.
+class ConnectionOptions {
+  public:
+    ConnectionOptions(const http::Header* headers, std::size_t count);
+    bool names(std::string_view name) const;
+
+  private:
+    const http::Header* headers_;
+    std::size_t count_;
+    std::size_t first_;  // the first Connection header; count_ when there is none
+};
+
 // A WebSocket opening handshake (RFC 6455 4.1): GET, HTTP/1.1, Upgrade naming websocket and
 // Connection naming upgrade. Other upgrades are not supported: their headers are dropped.
 bool wants_websocket(const http::Request& request);

@@ -53,14 +53,12 @@ void append_age(std::string& out, std::int64_t now_ms, std::int64_t stored_ms) {
 void RequestFlow::prepare_cache(const http::Request& request) {
     auto& ex = *exchange_;
     if (!ex.route->has_cache || !worker_.cache()) return;
-    if (ex.websocket ||
-        cache_bypass(request, ex.route->cache.authorization) != CacheBypass::None) {
+    if (ex.websocket || cache_bypass(request, ex.route->cache.authorization) != CacheBypass::None) {
         ex.cache_label = "BYPASS";
         return;
     }
     ex.cache_on = true;
-    http::append_cache_key(ex.cache_key, request.method, request.host, request.path,
-                           request.query);
+    http::append_cache_key(ex.cache_key, request.method, request.host, request.path, request.query);
     ex.cache_request_head += "GET / HTTP/1.1\r\n";
     for (std::size_t i = 0; i < request.header_count; ++i) {
         append_header(ex.cache_request_head, request.headers[i].name, request.headers[i].value);
@@ -256,8 +254,8 @@ void RequestFlow::begin_cache_fill(const http::Response& response) {
     const Storability storability =
         evaluate_response(response, ex.route->cache.ttl.count(), unix_now());
     const std::size_t max_object = worker_.cache()->max_object_size();
-    const bool fits = response.body != http::BodyKind::ContentLength ||
-                      response.content_length <= max_object;
+    const bool fits =
+        response.body != http::BodyKind::ContentLength || response.content_length <= max_object;
     if (!storability.store || !fits) {
         end_cache_fill();
         return;
@@ -303,9 +301,8 @@ void RequestFlow::commit_cache_store() {
     shm::CacheTimes times;
     times.stored_ms = ex.cache_stored_ms;
     times.fresh_until_ms = ex.cache_stored_ms + ex.cache_fresh_ms;
-    times.usable_until_ms =
-        times.fresh_until_ms +
-        std::max(policy.stale_while_revalidate.count(), policy.stale_if_error.count());
+    times.usable_until_ms = times.fresh_until_ms + std::max(policy.stale_while_revalidate.count(),
+                                                            policy.stale_if_error.count());
     const std::string_view blob[] = {ex.cache_blob};
     if (ex.cache_vary.empty()) {
         store.store(ex.cache_key, 0, times, blob);

@@ -340,7 +340,8 @@ void RequestFlow::read_response_head() {
 
 void RequestFlow::send_response_head(const http::Response& response) {
     auto& ex = *exchange_;
-    if (ex.cache_stale && (response.status == 500 || (response.status >= 502 && response.status <= 504))) {
+    if (ex.cache_stale &&
+        (response.status == 500 || (response.status >= 502 && response.status <= 504))) {
         // stale_if_error: the upstream's error is not forwarded, the stale copy is.
         report_attempt(response.status == 500);
         ex.upstream.reset();

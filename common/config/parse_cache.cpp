@@ -1,4 +1,4 @@
-// The response phase's settings: a route's `cache = {...}`, the shared store's [cache] and
+// The response phase's settings: a route's `cache = {...}`, the shared cache store ([cache]) and
 // [compression].
 #include <algorithm>
 

@@ -254,8 +254,9 @@ void parse_route(Reader& r, const toml::node& node, Route& out) {
             out.grpc = *protocol == "grpc";
         }
     }
-    if (const toml::node* n = route->get("cache"))
+    if (const toml::node* n = route->get("cache")) {
         out.has_cache = parse_route_cache(r, *n, out.cache);
+    }
     r.read(*route, "compress", out.compress);
     if (const toml::node* n = route->get("name")) {
         if (auto name = r.nonempty_string(*n, "name")) out.label = std::move(*name);

@@ -68,8 +68,8 @@ struct CacheCounters {
 struct CacheUsage {
     std::uint64_t entries = 0;     // objects stored
     std::uint64_t bytes_used = 0;  // blocks in use * kBlockSize (keys included)
-    std::uint64_t capacity_bytes =
-        0;  // max_size (the data blocks hold a bit less: block_capacity())
+    // max_size, the whole region (its data blocks hold a bit less: see block_capacity()).
+    std::uint64_t capacity_bytes = 0;
 };
 
 enum class CacheResult { Hit, Miss, Stale, Bypass };

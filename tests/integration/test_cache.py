@@ -74,7 +74,7 @@ class _OriginHandler(http.server.BaseHTTPRequestHandler):
         if a["delay"] and o._stop.wait(a["delay"]):
             self.close_connection = True
             return
-        status = a["status"]
+        status = a["status"](req) if callable(a["status"]) else a["status"]
         headers = a["headers"](req) if callable(a["headers"]) else list(a["headers"])
         body = a["body"](req) if callable(a["body"]) else a["body"]
         chunks = a["chunks"]
@@ -83,8 +83,12 @@ class _OriginHandler(http.server.BaseHTTPRequestHandler):
         for k, v in headers:
             self.send_header(k, v)
         has_cl = any(k.lower() == "content-length" for k, _ in headers)
+        if a.get("close"):
+            self.close_connection = True
         if chunks is not None:
             self.send_header("Transfer-Encoding", "chunked")
+        elif a.get("no_length"):
+            self.send_header("Connection", "close")   # the body ends with the connection
         elif status not in (204, 304) and not has_cl:
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -133,13 +137,17 @@ class Origin:
         t._backends.append(self)   # T.cleanup stops it
 
     def answer(self, path, status=200, headers=(), body=b"", chunks=None, delay=0.0,
-               reason=None):
-        """headers: [(name, value)] or fn(OriginRequest) -> list; body: bytes or
-        fn(OriginRequest) -> bytes; chunks: [(bytes, pause seconds after it)] sent chunked
-        (body is then unused); delay: seconds to wait before answering."""
+               reason=None, close=False, no_length=False):
+        """status: a code or fn(OriginRequest) -> code; headers: [(name, value)] or
+        fn(OriginRequest) -> list (a Content-Length given here
+        is sent as is, whatever the body); body: bytes or fn(OriginRequest) -> bytes; chunks:
+        [(bytes, pause seconds after it)] sent chunked (body is then unused); delay: seconds
+        to wait before answering; close: close the connection after the answer; no_length: no
+        Content-Length, the body is delimited by closing the connection."""
         with self.lock:
             self.answers[path] = {"status": status, "headers": headers, "body": body,
-                                  "chunks": chunks, "delay": delay, "reason": reason}
+                                  "chunks": chunks, "delay": delay, "reason": reason,
+                                  "close": close, "no_length": no_length}
 
     def _answer_for(self, path):
         with self.lock:
@@ -310,7 +318,11 @@ def test_cache_miss_then_hit(t):
     r3 = fetch(px, "/a", "HIT")
     assert r3.body == r1.body
     assert o.count("/a") == 1, "backend saw %d requests for /a, expected 1" % o.count("/a")
-    # keep-alive: hits and misses mixed on one connection
+    # the request's Cache-Control and Pragma are ignored (like nginx)
+    r = fetch(px, "/a", "HIT", headers={"Cache-Control": "no-cache, max-age=0",
+                                        "Pragma": "no-cache"})
+    assert r.body == r1.body
+    # keep-alive: hits on one connection
     with px.conn() as c:
         for i in range(5):
             r = c.request("GET", "/a")
@@ -565,6 +577,137 @@ def test_cache_max_object_size(t):
         assert o.count(path) == 1
 
 
+def test_cache_object_size_boundary(t):
+    o = Origin(t)
+    o.answer("/eq", body=b"e" * 65536)
+    o.answer("/over", body=b"o" * 65537)
+    o.answer("/eqc", chunks=[(b"c" * 32768, 0), (b"c" * 32768, 0)])
+    o.answer("/overc", chunks=[(b"d" * 32768, 0), (b"d" * 32769, 0)])
+    px = cache_proxy(t, o, cache={"max_object_size": "64KiB"})
+    for path, n, stored in (("/eq", 65536, True), ("/over", 65537, False),
+                            ("/eqc", 65536, True), ("/overc", 65537, False)):
+        assert len(fetch(px, path, "MISS").body) == n
+        r = fetch(px, path, "HIT" if stored else "MISS",
+                  what="(%d bytes, max_object_size 65536)" % n)
+        assert len(r.body) == n
+
+
+def test_cache_range_and_conditional_misses_not_stored(t):
+    """A miss that carries Range or If-None-Match goes upstream with it; the 206 / 304 it gets
+    is passed on but is not what later plain GETs receive."""
+    o = Origin(t)
+    full = bytes(range(256)) * 40
+
+    def status(req):
+        if req.headers.get("range"):
+            return 206
+        if req.headers.get("if-none-match") == '"e1"':
+            return 304
+        return 200
+
+    def headers(req):
+        h = [("ETag", '"e1"'), ("Content-Type", "application/octet-stream")]
+        if req.headers.get("range"):
+            h.append(("Content-Range", "bytes 0-9/%d" % len(full)))
+        return h
+
+    def body(req):
+        return full[:10] if req.headers.get("range") else full
+    o.answer("/r", status=status, headers=headers, body=body)
+    o.answer("/c", status=status, headers=headers, body=body)
+    px = cache_proxy(t, o)
+    r = px.get("/r", headers={"Range": "bytes=0-9"})
+    assert r.status in (206, 200), r
+    if r.status == 206:
+        assert r.body == full[:10], r
+    else:
+        assert r.body == full, r
+    r = px.get("/r")
+    assert r.status == 200 and r.body == full, "a plain GET after a Range miss: %r" % r
+    r = px.get("/c", headers={"If-None-Match": '"e1"'})
+    assert r.status == 304 and not r.body, r
+    r = px.get("/c")
+    assert r.status == 200 and r.body == full, "a plain GET after a conditional miss: %r" % r
+    r = fetch(px, "/c", "HIT")
+    assert r.body == full
+
+
+def test_cache_long_key_and_big_head(t):
+    o = Origin(t)
+    big_headers = [("X-Big-%d" % i, "v" * 1000) for i in range(20)]
+    o.answer("/bh", headers=big_headers, body=b"big head")
+    o.answer("/long", body=lambda req: req.target.encode())
+    px = cache_proxy(t, o)
+    fetch(px, "/bh", "MISS")
+    r = fetch(px, "/bh", "HIT")
+    assert [(k, v) for k, v in r.headers if k.startswith("X-Big-")] == big_headers, r.headers
+    q = "/long?" + "&".join("k%d=%s" % (i, "x" * 20) for i in range(150))
+    assert fetch(px, q, "MISS").body == q.encode()
+    assert fetch(px, q, "HIT").body == q.encode()
+    assert fetch(px, q + "y", "MISS").body == (q + "y").encode()
+
+
+@harness.timeout(30)
+def test_cache_concurrent_hits_large_object(t):
+    o = Origin(t)
+    body = os.urandom(1536 * 1024)
+    o.answer("/big", headers=[("Content-Type", "application/octet-stream")], body=body)
+    px = cache_proxy(t, o, cache={"max_object_size": "2MiB", "max_size": "16MiB"},
+                     server={"workers": 2})
+    fetch(px, "/big", "MISS")
+    res = concurrent(40, lambda i: _raw_get(px.port, "/big"))
+    for r, _ in res:
+        assert not isinstance(r, Exception), r
+        assert r.status == 200 and xcache(r) == "HIT" and r.body == body, (
+            r.status, xcache(r), len(r.body))
+    assert o.count("/big") == 1
+
+
+@harness.timeout(30)
+def test_cache_expired_entry_stampede(t):
+    """An expired entry without stale_while_revalidate: concurrent requests refresh it once."""
+    o = Origin(t)
+    o.answer("/x", body=b"v1")
+    px = cache_proxy(t, o, {"ttl": "1s"}, server={"workers": 2})
+    fetch(px, "/x", "MISS")
+    time.sleep(1.5)
+    o.answer("/x", body=b"v2", delay=1.0)
+    res = concurrent(20, lambda i: _raw_get(px.port, "/x"))
+    for r, _ in res:
+        assert not isinstance(r, Exception), r
+        assert r.status == 200 and r.body == b"v2", r
+    assert o.count("/x") == 2, "backend saw %d (1 fill + 1 refresh expected)" % o.count("/x")
+    labels = collections.Counter(xcache(r) for r, _ in res)
+    assert labels == {"MISS": 1, "HIT": 19}, dict(labels)
+
+
+def test_cache_age_grows(t):
+    o = Origin(t)
+    o.answer("/g", body=b"g")
+    px = cache_proxy(t, o)
+    fetch(px, "/g", "MISS")
+    assert assert_age(fetch(px, "/g", "HIT")) == 0
+    time.sleep(2.2)
+    age = assert_age(fetch(px, "/g", "HIT"))
+    assert 2 <= age <= 3, age
+
+
+def test_cache_hop_by_hop_not_replayed(t):
+    o = Origin(t)
+    o.answer("/h", headers=[("Connection", "X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5"),
+                            ("X-Keep", "yes")], body=b"hop")
+    px = cache_proxy(t, o)
+    for want in ("MISS", "HIT"):
+        r = fetch(px, "/h", want)
+        assert r.header("X-Keep") == "yes" and not r.has("X-Hop") and not r.has(
+            "Keep-Alive"), (want, r.headers)
+    with px.conn() as c:   # HTTP/1.0 client on a hit: a length, then the proxy closes
+        r = c.request("GET", "/h", version="HTTP/1.0")
+        assert r.status == 200 and xcache(r) == "HIT" and r.body == b"hop", r
+        assert r.header("Content-Length") == "3", r
+        assert c.wait_closed(3.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # conditional requests
 
@@ -658,6 +801,51 @@ def test_cache_stampede(t):
     assert len([p for p in owners if p]) == 2, (
         "the 100 connections did not reach both workers: %r" % dict(owners))
     print("report: stampede of %d over workers %r took %.2fs" % (n, dict(owners), took))
+
+
+@harness.timeout(30)
+def test_cache_stampede_not_storable(t):
+    """The filler's response is not storable: the waiters go upstream themselves (at once, not
+    one after the other, and not after the 5 s wait)."""
+    o = Origin(t)
+    o.answer("/ns", headers=[("Cache-Control", "no-store")], body=b"fresh each time",
+             delay=0.5)
+    px = cache_proxy(t, o, server={"workers": 2})
+    n = 10
+    t0 = time.monotonic()
+    res = concurrent(n, lambda i: _raw_get(px.port, "/ns"))
+    took = time.monotonic() - t0
+    errors = [r for r, _ in res if isinstance(r, Exception)]
+    assert not errors, errors[:3]
+    for r, _ in res:
+        assert r.status == 200 and r.body == b"fresh each time" and xcache(r) == "MISS", r
+    assert o.count("/ns") == n, "backend saw %d requests for %d clients" % (o.count("/ns"), n)
+    assert took < 3.0, "%d concurrent requests for a no-store response took %.2fs (0.5 s " \
+        "upstream): the waiters did not go upstream together" % (n, took)
+
+
+def test_cache_incomplete_response_not_stored(t):
+    o = Origin(t)
+    o.answer("/cut", headers=[("Content-Length", "100000")], body=b"x" * 1000, close=True)
+    px = cache_proxy(t, o)
+    for i in range(2):
+        with px.conn() as c:
+            c.send(harness.build_request("GET", "/cut"))
+            head = c.rd.read_head()
+            assert head, "no response head"
+            status, headers = harness.parse_head(head)
+            assert " 200 " in status and harness.hget(headers, "X-Cache") == "MISS", (i, head)
+            got = []
+            try:
+                c.rd.read_exact(100000, got.append)
+                raise AssertionError("the client got 100000 bytes of a 1000-byte body")
+            except (harness.Closed, ConnectionResetError):
+                pass
+    assert o.count("/cut") == 2, "a truncated response was stored (backend saw %d)" % (
+        o.count("/cut"))
+    o.answer("/cut", body=b"whole")
+    assert fetch(px, "/cut", "MISS").body == b"whole"
+    assert fetch(px, "/cut", "HIT").body == b"whole"
 
 
 def test_cache_cross_worker(t):
@@ -842,6 +1030,136 @@ def test_cache_stale_while_revalidate(t):
     assert o.count("/w") == 2
 
 
+def test_cache_stale_if_error_upstream_timeout(t):
+    o = Origin(t)
+    o.answer("/t", body=b"kept")
+    px = cache_proxy(t, o, {"ttl": "1s", "stale_if_error": "30s"},
+                     server={"timeouts": {"upstream_response": "500ms"}})
+    fetch(px, "/t", "MISS")
+    time.sleep(1.5)
+    o.answer("/t", body=b"late", delay=3.0)
+    t0 = time.monotonic()
+    r = fetch(px, "/t", "STALE", what="(upstream_response timeout 500ms, upstream 3 s late)")
+    took = time.monotonic() - t0
+    assert r.body == b"kept" and took < 2.0, (r, took)
+
+
+def test_cache_pipelined_hit_behind_slow_miss(t):
+    """A hit queued behind a slow miss on one connection waits its turn (responses in order)."""
+    o = Origin(t)
+    o.answer("/slow", body=b"slow body", delay=0.6)
+    o.answer("/fast", body=b"fast body")
+    px = cache_proxy(t, o)
+    fetch(px, "/fast", "MISS")
+    reqs = [harness.build_request("GET", p) for p in ("/slow", "/fast", "/fast", "/slow")]
+    with px.conn() as c:
+        c.send(b"".join(reqs))
+        rs = [c.read_response() for _ in reqs]
+    assert [(xcache(r), r.body) for r in rs] == [
+        ("MISS", b"slow body"), ("HIT", b"fast body"), ("HIT", b"fast body"),
+        ("HIT", b"slow body")], rs
+
+
+@harness.timeout(30)
+def test_cache_filler_client_gone(t):
+    """The client whose miss fills the cache goes away while the upstream is slow: a client
+    waiting for the same key still gets its answer (from the completed fill or upstream)."""
+    o = Origin(t)
+    o.answer("/f", body=b"filled", delay=1.0)
+    px = cache_proxy(t, o, server={"workers": 2})
+    a = px.conn()
+    a.send(harness.build_request("GET", "/f"))
+    wait_until(lambda: o.count("/f") == 1, 3, msg="the first request did not reach upstream")
+    out = {}
+
+    def waiter():
+        t0 = time.monotonic()
+        try:
+            out["r"] = _raw_get(px.port, "/f")
+        except Exception as e:
+            out["r"] = e
+        out["took"] = time.monotonic() - t0
+    th = threading.Thread(target=waiter, daemon=True)
+    th.start()
+    time.sleep(0.2)
+    a.close()
+    th.join(10)
+    r = out.get("r")
+    assert r is not None and not isinstance(r, Exception), out
+    assert r.status == 200 and r.body == b"filled" and xcache(r) in ("HIT", "MISS"), r
+    assert out["took"] < 6.5, "the waiter took %.2fs" % out["took"]
+    assert o.count("/f") <= 2, o.count("/f")
+    print("report: filler gone: waiter got %s after %.2fs, upstream saw %d" % (
+        xcache(r), out["took"], o.count("/f")))
+
+
+def test_cache_after_reload(t):
+    o = Origin(t)
+    o.answer("/r", body=b"before reload")
+    px = cache_proxy(t, o, server={"workers": 2})
+    fetch(px, "/r", "MISS")
+    old = set(px.worker_pids())
+    r = px.proxyctl("reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_until(lambda: not (set(px.worker_pids()) & old), 10, msg="old workers still there")
+    for i in range(6):
+        r = fetch(px, "/r", "HIT", what="(after a reload: the master's store is kept)")
+        assert r.body == b"before reload"
+    fetch(px, "/new", "MISS")
+    fetch(px, "/new", "HIT")
+    assert o.count("/r") == 1
+
+
+@harness.timeout(40)
+def test_cache_worker_killed_mid_traffic(t):
+    """SIGKILL of a worker while both store and hit (it may hold the store's mutex): the
+    replacement and the other worker go on storing and hitting, nothing hangs."""
+    o = Origin(t)
+    o.answer("/hot", body=b"hot" * 1000)
+    px = cache_proxy(t, o, server={"workers": 2})
+    fetch(px, "/hot", "MISS")
+    stop = threading.Event()
+    errors = []
+    done = [0]
+
+    def load(k):
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                with px.conn(timeout=5) as c:
+                    for path in ("/k%d/%d" % (k, i), "/hot"):
+                        r = c.request("GET", path)
+                        if r.status != 200:
+                            errors.append((path, r.status))
+                done[0] += 1
+            except (OSError, harness.Closed):
+                pass   # a connection of the killed worker
+    ths = [threading.Thread(target=load, args=(k,), daemon=True) for k in range(4)]
+    for th in ths:
+        th.start()
+    try:
+        for round_ in range(3):
+            time.sleep(0.5)
+            victim = px.worker_pids()[round_ % 2]
+            os.kill(victim, 9)
+            wait_until(lambda: len(px.worker_pids()) == 2 and victim not in px.worker_pids(), 5,
+                       msg="no replacement worker")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for th in ths:
+            th.join(10)
+    assert not errors, errors[:5]
+    assert done[0] > 20, done[0]
+    before = o.count("/hot")
+    for i in range(10):
+        r = fetch(px, "/hot", "HIT", what="(after killing workers)")
+    assert o.count("/hot") == before
+    fetch(px, "/after", "MISS")
+    fetch(px, "/after", "HIT")
+
+
 # ----------------------------------------------------------------------------------------------
 # admin purge, metrics
 
@@ -893,6 +1211,17 @@ def test_cache_purge(t):
     fetch(px, "/b/1", "MISS")
     status, body = _admin_call(px, "DELETE", "/api/v1/cache?prefix=/nothing")
     assert (status, body) == (200, {"purged": 0}), (status, body)
+    # Vary variants go with their base
+    o.answer("/v", headers=[("Vary", "Accept-Language")],
+             body=lambda req: req.headers.get("accept-language", "-").encode())
+    for lang in ("en", "fr"):
+        fetch(px, "/v", "MISS", headers={"Accept-Language": lang})
+        fetch(px, "/v", "HIT", headers={"Accept-Language": lang})
+    status, body = _admin_call(px, "DELETE", "/api/v1/cache?prefix=/v")
+    assert status == 200 and body.get("purged", 0) >= 2, (status, body)
+    for lang in ("en", "fr"):
+        r = fetch(px, "/v", "MISS", headers={"Accept-Language": lang}, what="(variant purged)")
+        assert r.body == lang.encode()
     sc = scrape(px)
     assert (mval(sc, "proxyd_cache_purges_total") or 0) > 0, sc.get("proxyd_cache_purges_total")
 
@@ -942,3 +1271,29 @@ def test_cache_metrics(t):
     b = mval(sc, "proxyd_cache_bytes")
     assert b is not None and 2 <= b <= mval(sc, "proxyd_cache_max_bytes"), b
     assert mval(sc, "proxyd_cache_max_bytes") == 100 * 1024 * 1024
+
+
+def test_cache_config_errors(t):
+    base = ('[server]\nlisten = ["127.0.0.1:%d"]\n' % harness.free_port() +
+            '[upstreams.b]\nservers = [{ address = "127.0.0.1:9" }]\n'
+            '[[routes]]\npath = "/"\nupstream = "b"\n')
+    for extra, line, needle in (
+            ('cache = {}\n', 8, '"ttl"'),
+            ('cache = { ttl = "0s" }\n', 8, '"ttl"'),
+            ('cache = { ttl = "5m", bogus = 1 }\n', 8, '"bogus"'),
+            ('cache = { ttl = "5m", stale_while_revalidate = "soon" }\n', 8,
+             "stale_while_revalidate"),
+            ('cache = { ttl = "5m", authorization = "yes" }\n', 8, "authorization"),
+            ('compress = "no"\n', 8, '"compress"'),
+            ('cache = { ttl = "5m" }\n[cache]\nmax_object_size = "lots"\n', 10,
+             "max_object_size"),
+            ('[compression]\nalgorithms = ["zstd"]\n', 9, "zstd")):
+        r, path = t.check_config(base + extra)
+        errs = harness.config_errors(r, path)
+        assert r.returncode != 0 and errs, "accepted: %r\n%s" % (extra, r.stderr)
+        assert errs[0][0] == line and needle in errs[0][2], (extra, errs)
+    r, path = t.check_config(base + 'cache = { ttl = "5m", stale_if_error = "1h" }\n'
+                             'compress = false\n[cache]\nmax_size = "8MiB"\n'
+                             'max_object_size = "64KiB"\n[compression]\nmin_size = 0\n'
+                             'types = ["text/*"]\nalgorithms = ["gzip"]\n')
+    assert r.returncode == 0, r.stderr

@@ -191,17 +191,27 @@ def test_check_workers_zero(t):
     _expect_error(r, p, 3)
 
 
-def test_check_later_features_not_supported(t):
-    """Keys owned by later issues are errors saying "not supported yet", never ignored."""
-    text = _valid(t, tail='compress = true\n\n[compression]\nlevel = 5\n')
+def test_check_cache_and_compression(t):
+    """`proxyd -t` accepts a route's cache/compress, [cache] and [compression]; a bad value in
+    each is reported at its line."""
+    tail = ('cache = { ttl = "5m", stale_while_revalidate = "30s", stale_if_error = "5m", '
+            'authorization = false }\n'
+            'compress = false\n\n'
+            '[cache]\nmax_size = "100MiB"\nmax_object_size = "1MiB"\n\n'
+            '[compression]\ntypes = ["text/html", "text/*"]\nmin_size = "1KiB"\n'
+            'algorithms = ["br", "gzip"]\n')
+    r, p = t.check_config(_valid(t, tail=tail))
+    assert r.returncode == 0, r
+    bad = (tail.replace('ttl = "5m"', 'ttl = "0s"')
+           .replace('max_object_size = "1MiB"', 'max_object_size = "200MiB"')
+           .replace('["br", "gzip"]', '["br", "zstd"]'))
+    text = _valid(t, tail=bad)
     lines = text.splitlines()
-    l_auth = lines.index("compress = true") + 1
-    l_metrics = lines.index("[compression]") + 1
     r, p = t.check_config(text)
-    _expect_error(r, p, l_auth, "not supported yet")
-    errs = _errors(r, p)
-    assert any(l in (l_metrics, l_metrics + 1) and "not supported yet" in m
-               for l, c, m in errs), errs
+    _expect_error(r, p, next(i for i, l in enumerate(lines, 1) if l.startswith("cache = {")),
+                  "ttl", "greater than 0")
+    _expect_error(r, p, lines.index('max_object_size = "200MiB"') + 1, "max_object_size")
+    _expect_error(r, p, lines.index('algorithms = ["br", "zstd"]') + 1, "zstd")
 
 
 def test_check_reports_every_error(t):

@@ -403,10 +403,11 @@ TEST_CASE("cache policy: If-None-Match uses weak comparison") {
     CHECK(not_modified("If-None-Match: \"x,y\"\r\n", "\"x,y\""));
     CHECK_FALSE(not_modified("If-None-Match: \"x,y\"\r\n", "\"y\""));
     CHECK_FALSE(not_modified("If-None-Match: \"x,\"y\"\r\n", "\"y\""));
-    // "*" matches any stored ETag, but not a response without one.
+    // "*" matches any stored response, with an ETag or without (RFC 9110 13.1.2: a current
+    // representation exists).
     CHECK(not_modified("If-None-Match: *\r\n", strong));
     CHECK(not_modified("If-None-Match: *\r\n", weak));
-    CHECK_FALSE(not_modified("If-None-Match: *\r\n", ""));
+    CHECK(not_modified("If-None-Match: *\r\n", ""));
     CHECK_FALSE(not_modified("If-None-Match: \"v1\"\r\n", ""));
     CHECK_FALSE(not_modified("", strong));
 }
