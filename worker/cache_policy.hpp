@@ -61,8 +61,8 @@ void append_http_date(std::string& out, std::int64_t unix_s);
 // Whether the stored response (its ETag and Last-Modified values, "" when absent) answers
 // `request` with 304 Not Modified. If-None-Match, when present, decides alone: true when one of
 // its entity-tags equals `etag` by weak comparison (W/ ignored), or it is "*" (the stored
-// response is a current representation). Otherwise If-Modified-Since: true when both it and `last_modified` are
-// valid dates and Last-Modified <= If-Modified-Since.
+// response is a current representation). Otherwise If-Modified-Since: true when both it and
+// `last_modified` are valid dates and Last-Modified <= If-Modified-Since.
 bool is_not_modified(const http::Request& request, std::string_view etag,
                      std::string_view last_modified);
 

@@ -96,6 +96,8 @@ class Compressor {
     bool finish(evbuffer* out);
     // Between a successful start(Gzip|Brotli) and finish() (or an error).
     bool active() const { return active_ != ContentCoding::Identity; }
+    // Whether it holds a zlib state that a later gzip stream reuses (see Worker's spare ones).
+    bool has_gzip_state() const { return zlib_ != nullptr; }
     // Frees the encoders' memory (the kept zlib state too), e.g. when a connection goes idle.
     void release();
 

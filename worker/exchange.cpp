@@ -64,6 +64,7 @@ void Exchange::reset() {
     cache_fill = cache_storing = cache_waited = cache_stale = false;
     cache_wait_until_ms = cache_stored_ms = cache_fresh_ms = 0;
     cache_vary.clear();
+    cache_head_size = 0;
     // A stored object may have been large: do not keep its capacity in every recycled exchange.
     if (cache_blob.capacity() > kKeptBlobCapacity) std::string().swap(cache_blob);
     cache_blob.clear();

@@ -137,6 +137,7 @@ struct Exchange {
     std::int64_t cache_stored_ms = 0;  // the object in cache_object, or the one being stored
     std::int64_t cache_fresh_ms = 0;   // freshness lifetime of the one being stored
     std::string cache_vary;            // Vary names of the one being stored
+    std::size_t cache_head_size = 0;   // of cache_blob
     std::string cache_blob;            // the one being stored: its stored head, then its body
     EvbufferPtr cache_object = make_evbuffer();  // a looked-up object: stored head, then body
 

@@ -35,7 +35,7 @@ class MetricsRecorder {
 
     shm::SeriesTable* table_;
     const config::Config& config_;
-    std::unordered_map<std::string, shm::Series*> by_key_;  // family byte + label text
+    std::unordered_map<std::string, shm::Series*> by_key_;   // family byte + label text
     std::unordered_map<std::uint64_t, shm::Series*> cache_;  // family | indices | status
     std::string labels_;                                     // scratch
 };

@@ -381,6 +381,7 @@ void RequestFlow::recycle() {
     if (exchange_->h2) release_h2_stream(true);       // an exchange that did not finish
     if (h2_timer_) event_del(h2_timer_.get());
     paused_for_client_ = paused_for_upstream_ = false;
+    worker_.keep_encoder(exchange_->compressor);  // what it does not keep, reset() frees
     worker_.recycle_exchange(std::move(exchange_));
 }
 

@@ -124,6 +124,7 @@ class RequestFlow final : public UpstreamUser, public RateLimitWaiter, public H2
     // request_flow_encoding.cpp:
     void prepare_encoding(const http::Request& request);
     const http::Response& encode_head(const http::Response& response);
+    void append_encoding_vary(const http::Response& stored, std::string& lines);
     void deliver_body(evbuffer* in, std::size_t n);
     void end_body();
     void end_body_with_trailers(const HeaderList& trailers);

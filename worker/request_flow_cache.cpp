@@ -32,7 +32,7 @@ constexpr std::int64_t kFillWaitMs = 5'000;
 constexpr std::int64_t kFillMarkMs = 30'000;
 constexpr timeval kFillPoll{0, 10'000};
 
-constexpr std::size_t kMaxStoredHead = 64 * 1024;
+constexpr std::size_t kMaxStoredHead = shm::CacheStore::kHeadAllowance;
 
 std::int64_t unix_now() {
     return static_cast<std::int64_t>(std::time(nullptr));
@@ -188,6 +188,7 @@ void RequestFlow::serve_cached(shm::CacheResult result, std::int64_t now_ms) {
                         http::find_header(response, "last-modified"));
     if (conditional) {
         append_not_modified_lines(response, ex.access_headers);
+        append_encoding_vary(response, ex.access_headers);
         append_cache_lines(now_ms);
         info.extra_lines = ex.access_headers;
         ex.status = 304;
@@ -266,6 +267,10 @@ void RequestFlow::begin_cache_fill(const http::Response& response) {
     ex.cache_vary.assign(storability.vary);
     ex.cache_blob.clear();
     build_stored_head(response, ex.cache_blob);
+    if (ex.cache_blob.size() > kMaxStoredHead) {
+        end_cache_fill();
+        return;
+    }
     if (ex.is_head) {
         // A HEAD answer's Content-Length describes the GET body: kept for HEAD hits.
         const std::string_view length = http::find_header(response, "content-length");
@@ -275,6 +280,7 @@ void RequestFlow::begin_cache_fill(const http::Response& response) {
             ex.cache_blob += "\r\n";
         }
     }
+    ex.cache_head_size = ex.cache_blob.size();
     ex.cache_variant_key.clear();
 }
 
@@ -283,7 +289,7 @@ void RequestFlow::begin_cache_fill(const http::Response& response) {
 void RequestFlow::copy_for_store(evbuffer* in, std::size_t n) {
     auto& ex = *exchange_;
     const std::size_t old_size = ex.cache_blob.size();
-    if (old_size + n > worker_.cache()->max_object_size() + kMaxStoredHead) {
+    if (old_size - ex.cache_head_size + n > worker_.cache()->max_object_size()) {
         end_cache_fill();
         return;
     }

@@ -58,7 +58,15 @@ const http::Response& RequestFlow::encode_head(const http::Response& response) {
     auto& ex = *exchange_;
     const auto& settings = worker_.config().compression;
     if (!ex.may_compress || !worth_compressing(response, settings, ex.is_head)) return response;
-    const ContentCoding coding = choose_coding(ex.accept_encoding, settings.algorithms);
+    ContentCoding coding = choose_coding(ex.accept_encoding, settings.algorithms);
+    if (coding != ContentCoding::Identity && response.body != http::BodyKind::None && !ex.is_head) {
+        if (coding == ContentCoding::Gzip) worker_.take_spare_encoder(ex.compressor);
+        if (!ex.compressor.start(coding)) {
+            spdlog::error("request {}: cannot start {} encoding", ex.request_id,
+                          coding_name(coding));
+            coding = ContentCoding::Identity;
+        }
+    }
     http::Response& out = worker_.encoded_response();
     out.status = response.status;
     out.reason = response.reason;
@@ -93,13 +101,31 @@ const http::Response& RequestFlow::encode_head(const http::Response& response) {
         out.headers[out.header_count++] = header;
     }
     // Room for the two fields added: a response with kMaxHeaders fields goes as it is.
-    if (out.header_count + 2 > http::kMaxHeaders) return response;
+    if (out.header_count + 2 > http::kMaxHeaders) {
+        ex.compressor.start(ContentCoding::Identity);
+        return response;
+    }
     if (!has_vary) out.headers[out.header_count++] = {"Vary", kAcceptEncoding};
     if (coding == ContentCoding::Identity) return out;
     out.headers[out.header_count++] = {"Content-Encoding", coding_name(coding)};
     if (out.body == http::BodyKind::ContentLength) out.body = http::BodyKind::Chunked;
-    if (out.body != http::BodyKind::None && !ex.is_head) ex.compressor.start(coding);
     return out;
+}
+
+// A 304 for a stored response carries the Vary its 200 would have had (RFC 9110 15.4.5),
+// Accept-Encoding included when compression applies to it.
+void RequestFlow::append_encoding_vary(const http::Response& stored, std::string& lines) {
+    auto& ex = *exchange_;
+    if (!ex.may_compress || !worth_compressing(stored, worker_.config().compression, false)) {
+        return;
+    }
+    for (std::size_t i = 0; i < stored.header_count; ++i) {
+        if (http::iequals(stored.headers[i].name, "vary") &&
+            http::list_contains_token(stored.headers[i].value, kAcceptEncoding)) {
+            return;
+        }
+    }
+    append_header(lines, "Vary", kAcceptEncoding);
 }
 
 // Body bytes on their way to the client: `n` from the front of `in`.

@@ -42,6 +42,18 @@ Worker::Worker(const WorkerOptions& options, event_base* base)
     }
 }
 
+void Worker::take_spare_encoder(Compressor& into) {
+    if (into.has_gzip_state() || spare_encoders_.empty()) return;
+    into = std::move(spare_encoders_.back());
+    spare_encoders_.pop_back();
+}
+
+void Worker::keep_encoder(Compressor& from) {
+    if (!from.has_gzip_state() || spare_encoders_.size() >= kSpareEncoders) return;
+    spare_encoders_.push_back(std::move(from));
+    from = Compressor();
+}
+
 Worker::~Worker() {
     // Connections unlink themselves as they close; close what is left, then free them.
     while (connections_) connections_->close();

@@ -22,6 +22,7 @@
 #include "common/util/event_ptr.hpp"
 #include "common/util/unique_fd.hpp"
 #include "worker/access_policy.hpp"
+#include "worker/compression.hpp"
 #include "worker/forward_headers.hpp"
 #include "worker/free_list.hpp"
 #include "worker/h2/upstream_pool.hpp"
@@ -98,6 +99,11 @@ class Worker {
     http::Response& encoded_response() { return *encoded_response_; }
     evbuffer* encoded_body() { return encoded_body_.get(); }
     shm::CacheStore* cache() { return options_.cache; }
+    // Setting up zlib's state costs ~300 KiB of allocation: a few encoders are kept between
+    // responses. take_spare_encoder fills `into` (if it has no state) from them; keep_encoder
+    // takes `from`'s state back when fewer than kSpareEncoders are kept.
+    void take_spare_encoder(Compressor& into);
+    void keep_encoder(Compressor& from);
     std::vector<std::string_view>& scratch_views() { return scratch_views_; }
     std::string& scratch() { return scratch_; }
     bool draining() const { return draining_; }
@@ -148,6 +154,8 @@ class Worker {
     std::unique_ptr<http::Request> cache_request_;
     std::unique_ptr<http::Response> encoded_response_;
     EvbufferPtr encoded_body_;
+    static constexpr std::size_t kSpareEncoders = 4;
+    std::vector<Compressor> spare_encoders_;
     std::vector<std::string_view> scratch_views_;
     std::string scratch_;
     HeaderList tls_response_headers_;

@@ -564,8 +564,9 @@ bool CacheStore::store(std::string_view key, std::uint32_t flags, const CacheTim
     std::uint64_t hash = key_hash(header_->hash_seed, key);
     std::uint32_t i = index.find(hash, key);
     std::size_t blocks = blocks_for(key.size() + total);
-    if (total > header_->max_object_size || total > std::numeric_limits<std::uint32_t>::max() ||
-        key.size() > kMaxKeySize || blocks > header_->block_count) {
+    if (total > header_->max_object_size + kHeadAllowance ||
+        total > std::numeric_limits<std::uint32_t>::max() || key.size() > kMaxKeySize ||
+        blocks > header_->block_count) {
         if (i != kNone) {  // keep a previous object (still usable as stale), drop the mark
             index.entry(i).state &= ~kMarked;
             if (!(index.entry(i).state & kHasObject)) index.remove(i);

@@ -130,6 +130,10 @@ class CacheStore {
 
     // Master: a fresh region of exactly max_size bytes (tables included). Invalid if max_size is
     // too small for kMinBlocks blocks or the memfd cannot be made.
+    // max_object_size bounds what the caller counts as the object's payload (a response body);
+    // an object may exceed it by this much (the response head stored with it).
+    static constexpr std::size_t kHeadAllowance = 64 * 1024;
+
     static CacheStore create(std::size_t max_size, std::size_t max_object_size);
     // A new binary on upgrade; invalid on a region of another layout.
     static CacheStore attach(UniqueFd fd);
@@ -169,7 +173,8 @@ class CacheStore {
 
     // Stores (or replaces) the object made of the concatenated `parts` and clears the key's fill
     // mark. Evicts least recently used objects until it fits. False (nothing stored, the mark
-    // cleared) when the total exceeds max_object_size or cannot fit even after evicting.
+    // cleared) when the total exceeds max_object_size + kHeadAllowance or cannot fit even after
+    // evicting.
     bool store(std::string_view key, std::uint32_t flags, const CacheTimes& times,
                std::span<const std::string_view> parts);
 

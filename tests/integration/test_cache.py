@@ -1,8 +1,11 @@
 """Response cache (route `cache = {...}`, [cache]): what is stored and what is not (Cache-Control,
-Expires, Set-Cookie, Authorization, Vary, status, size), freshness, HEAD/GET/POST, the key (query,
-Host), conditional requests answered from the cache (304), one upstream request for a stampede,
-hits shared by every worker, LRU eviction within max_size, stale_if_error,
-stale_while_revalidate, the admin purge and the cache metrics.
+Expires, Set-Cookie, Authorization, Vary, status, size and its boundary, truncated responses,
+Range/conditional misses), freshness and Age, HEAD/GET/POST, the key (query, Host, long keys),
+conditional requests answered from the cache (304), one upstream request for a stampede (also
+of an expired entry; a non-storable fill releases the waiters; the filling client going away),
+hits shared by every worker and kept over a reload and worker kills, LRU eviction within
+max_size (also concurrent, with body integrity), stale_if_error (down, 5xx, timeout, window),
+stale_while_revalidate, the admin purge, the cache metrics and the config errors.
 
 The upstream is `Origin` (below): a threaded HTTP/1.1 server whose answer is set per path (status,
 headers, body, chunked pieces with pauses, delay) and that counts the requests per path, so that
@@ -11,11 +14,14 @@ headers, body, chunked pieces with pauses, delay) and that counts the requests p
 
 import collections
 import email.utils
+import http.client
 import http.server
 import json
 import os
+import random
 import re
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -584,12 +590,16 @@ def test_cache_object_size_boundary(t):
     o.answer("/eqc", chunks=[(b"c" * 32768, 0), (b"c" * 32768, 0)])
     o.answer("/overc", chunks=[(b"d" * 32768, 0), (b"d" * 32769, 0)])
     px = cache_proxy(t, o, cache={"max_object_size": "64KiB"})
+    wrong = []
     for path, n, stored in (("/eq", 65536, True), ("/over", 65537, False),
                             ("/eqc", 65536, True), ("/overc", 65537, False)):
         assert len(fetch(px, path, "MISS").body) == n
-        r = fetch(px, path, "HIT" if stored else "MISS",
-                  what="(%d bytes, max_object_size 65536)" % n)
+        r = fetch(px, path)
         assert len(r.body) == n
+        if xcache(r) != ("HIT" if stored else "MISS"):
+            wrong.append("%s (%d body bytes%s): second GET %s" % (
+                path, n, ", chunked" if path.endswith("c") else "", xcache(r)))
+    assert not wrong, "max_object_size 64KiB = 65536: " + "; ".join(wrong)
 
 
 def test_cache_range_and_conditional_misses_not_stored(t):
@@ -922,6 +932,64 @@ def test_cache_eviction_lru(t):
     assert mval(sc, "proxyd_cache_bytes") <= 1048576
 
 
+@harness.timeout(40)
+def test_cache_eviction_concurrent_integrity(t):
+    """Two workers storing, hitting and evicting 50 KB objects at once: every body matches its
+    key (no torn or mixed-up object), the bytes never pass max_size."""
+
+    o = Origin(t)
+    size = 50 * 1000
+
+    def body(req):
+        return (req.path.encode() + b";") * (size // (len(req.path) + 1) + 1)
+    for i in range(120):
+        o.answer("/e/%d" % i, headers=[("Content-Type", "application/octet-stream")], body=body)
+    px = cache_proxy(t, o, cache={"max_size": "1MiB", "max_object_size": "64KiB"},
+                     server={"workers": 2}, metrics={})
+    stop = threading.Event()
+    problems = []
+    counts = collections.Counter()
+    peak = [0]
+
+    def client(k):
+        rnd = random.Random(k)
+        while not stop.is_set():
+            i = int(rnd.random() ** 2 * 120)    # a skewed mix: hits and misses
+            path = "/e/%d" % i
+            try:
+                with px.conn(timeout=10) as c:
+                    for _ in range(3):
+                        r = c.request("GET", path)
+                        counts[xcache(r)] += 1
+                        want = (path.encode() + b";") * (size // (len(path) + 1) + 1)
+                        if r.status != 200 or r.body != want:
+                            problems.append((path, r.status, xcache(r), len(r.body or b"")))
+            except Exception as e:
+                problems.append((path, repr(e)))
+
+    def scraper():
+        while not stop.is_set():
+            b = mval(scrape(px), "proxyd_cache_bytes") or 0
+            peak[0] = max(peak[0], b)
+            if b > 1048576:
+                problems.append(("proxyd_cache_bytes", b))
+            time.sleep(0.02)
+    ths = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(6)]
+    ths.append(threading.Thread(target=scraper, daemon=True))
+    for th in ths:
+        th.start()
+    time.sleep(5)
+    stop.set()
+    for th in ths:
+        th.join(15)
+    assert not problems, "%d problems: %r" % (len(problems), problems[:5])
+    assert counts["HIT"] > 50 and counts["MISS"] > 20, dict(counts)
+    ev = mval(scrape(px), "proxyd_cache_evictions_total")
+    assert ev and ev > 0, ev
+    print("report: concurrent eviction: %r, peak bytes %d, evictions %d" % (
+        dict(counts), peak[0], ev))
+
+
 # ----------------------------------------------------------------------------------------------
 # stale copies
 
@@ -1142,7 +1210,7 @@ def test_cache_worker_killed_mid_traffic(t):
         for round_ in range(3):
             time.sleep(0.5)
             victim = px.worker_pids()[round_ % 2]
-            os.kill(victim, 9)
+            os.kill(victim, signal.SIGKILL)
             wait_until(lambda: len(px.worker_pids()) == 2 and victim not in px.worker_pids(), 5,
                        msg="no replacement worker")
         time.sleep(0.5)
@@ -1154,7 +1222,7 @@ def test_cache_worker_killed_mid_traffic(t):
     assert done[0] > 20, done[0]
     before = o.count("/hot")
     for i in range(10):
-        r = fetch(px, "/hot", "HIT", what="(after killing workers)")
+        fetch(px, "/hot", "HIT", what="(after killing workers)")
     assert o.count("/hot") == before
     fetch(px, "/after", "MISS")
     fetch(px, "/after", "HIT")
@@ -1164,7 +1232,6 @@ def test_cache_worker_killed_mid_traffic(t):
 # admin purge, metrics
 
 def _admin_call(px, method, path, token=True):
-    import http.client
     conn = http.client.HTTPConnection("127.0.0.1", px.admin_port, timeout=10)
     headers = {"Authorization": "Bearer " + px.admin_token} if token else {}
     conn.request(method, path, headers=headers)

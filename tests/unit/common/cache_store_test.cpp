@@ -217,7 +217,7 @@ TEST_CASE("cache store: entries run out before blocks: evicts for an entry") {
 }
 
 TEST_CASE("cache store: random stores never exceed the capacity and never corrupt") {
-    CacheStore store = make_store(kMiB, 200 * kKiB);
+    CacheStore store = make_store(kMiB, 200 * kKiB - CacheStore::kHeadAllowance);
     const auto capacity = store.block_capacity() * CacheStore::kBlockSize;
     std::mt19937 rng(12345);
     std::uniform_int_distribution<std::size_t> small(0, 6000);
@@ -255,18 +255,19 @@ TEST_CASE("cache store: random stores never exceed the capacity and never corrup
     CHECK(store.counters().evictions > 0);
 }
 
-TEST_CASE("cache store: objects above max_object_size are refused") {
+TEST_CASE("cache store: objects above max_object_size (plus the head allowance) are refused") {
     CacheStore store = make_store(kMiB, 10 * kKiB);
-    CHECK(put(store, "exact", std::string(10 * kKiB, 'x')));
-    CHECK_FALSE(put(store, "over", std::string(10 * kKiB + 1, 'x')));
+    const std::size_t limit = 10 * kKiB + CacheStore::kHeadAllowance;
+    CHECK(put(store, "exact", std::string(limit, 'x')));
+    CHECK_FALSE(put(store, "over", std::string(limit + 1, 'x')));
     CHECK_FALSE(has(store, "over"));
     // A refused replacement keeps the old object (still usable as stale) and drops the mark.
     REQUIRE(store.try_begin_fill("exact", kNow, kMarkMs));
-    CHECK_FALSE(put(store, "exact", std::string(10 * kKiB + 1, 'y')));
+    CHECK_FALSE(put(store, "exact", std::string(limit + 1, 'y')));
     Got got = get(store, "exact");
     CHECK(got.found.hit);
     CHECK_FALSE(got.found.filling);
-    CHECK(got.body == std::string(10 * kKiB, 'x'));
+    CHECK(got.body == std::string(limit, 'x'));
     // Larger than the whole store: refused even with a large max_object_size.
     CacheStore small = make_store(64 * kKiB, kMiB);
     CHECK_FALSE(put(small, "huge", std::string(100 * kKiB, 'h')));
