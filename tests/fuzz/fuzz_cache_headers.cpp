@@ -111,8 +111,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     http::Response response;
     if (http::parse_response(response_text.data(), response_text.size(), 64 * 1024, false,
                              response) == http::ParseStatus::Done) {
-        const worker::Storability storability =
-            worker::evaluate_response(response, 300'000, kNow);
+        const worker::Storability storability = worker::evaluate_response(response, 300'000, kNow);
         FUZZ_CHECK(!storability.store || storability.fresh_ms > 0);
         if (storability.store) check_vary(storability.vary);
         check_stored_head(response);
