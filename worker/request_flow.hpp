@@ -112,6 +112,7 @@ class RequestFlow final : public UpstreamUser, public RateLimitWaiter, public H2
     void prepare_cache(const http::Request& request);
     bool answer_from_cache();
     shm::CacheFound look_up_cached(std::int64_t now_ms);
+    const http::Request* kept_request_head();
     void wait_for_fill(std::int64_t now_ms);
     static void on_cache_timer(evutil_socket_t, short, void* arg);
     void serve_cached(shm::CacheResult result, std::int64_t now_ms);

@@ -125,17 +125,28 @@ shm::CacheFound RequestFlow::look_up_cached(std::int64_t now_ms) {
     std::string& vary = worker_.scratch();
     vary.resize(evbuffer_get_length(object));
     evbuffer_remove(object, vary.data(), vary.size());
-    http::Request& request = worker_.cache_request();
-    if (http::parse_request(ex.cache_request_head.data(), ex.cache_request_head.size(), {},
-                            request) != http::ParseStatus::Done) {
+    const http::Request* request = kept_request_head();
+    if (!request) {
         found.hit = false;
         return found;
     }
     ex.cache_variant_key.assign(ex.cache_key);
-    http::append_vary_suffix(ex.cache_variant_key, vary, request);
+    http::append_vary_suffix(ex.cache_variant_key, vary, *request);
     shm::CacheFound variant = store.lookup(ex.cache_variant_key, now_ms, sink);
     variant.filling = found.filling;
     return variant;
+}
+
+// The request's header lines kept by prepare_cache, parsed again (null only if they were cut
+// short, which prepare_cache never does). The views last until the next call.
+const http::Request* RequestFlow::kept_request_head() {
+    const std::string& head = exchange_->cache_request_head;
+    http::Request& request = worker_.cache_request();
+    const http::RequestLimits limits{head.size() + 1, head.size() + 1};
+    if (http::parse_request(head.data(), head.size(), limits, request) != http::ParseStatus::Done) {
+        return nullptr;
+    }
+    return &request;
 }
 
 void RequestFlow::wait_for_fill(std::int64_t now_ms) {
@@ -180,13 +191,11 @@ void RequestFlow::serve_cached(shm::CacheResult result, std::int64_t now_ms) {
     ClientResponseInfo info;
     info.keep_alive = ex.request_done;
     info.request_id = ex.request_id;
-    http::Request& request = worker_.cache_request();
-    const bool conditional =
-        (response.status == 200 || response.status == 203) &&
-        http::parse_request(ex.cache_request_head.data(), ex.cache_request_head.size(), {},
-                            request) == http::ParseStatus::Done &&
-        is_not_modified(request, http::find_header(response, "etag"),
-                        http::find_header(response, "last-modified"));
+    const http::Request* request = nullptr;
+    const bool conditional = (response.status == 200 || response.status == 203) &&
+                             (request = kept_request_head()) != nullptr &&
+                             is_not_modified(*request, http::find_header(response, "etag"),
+                                             http::find_header(response, "last-modified"));
     if (conditional) {
         append_not_modified_lines(response, ex.access_headers);
         append_encoding_vary(response, ex.access_headers);
@@ -324,11 +333,9 @@ void RequestFlow::commit_cache_store() {
     if (ex.cache_vary.empty()) {
         store.store(ex.cache_key, 0, times, blob);
     } else {
-        http::Request& request = worker_.cache_request();
-        if (http::parse_request(ex.cache_request_head.data(), ex.cache_request_head.size(), {},
-                                request) == http::ParseStatus::Done) {
+        if (const http::Request* request = kept_request_head()) {
             ex.cache_variant_key.assign(ex.cache_key);
-            http::append_vary_suffix(ex.cache_variant_key, ex.cache_vary, request);
+            http::append_vary_suffix(ex.cache_variant_key, ex.cache_vary, *request);
             store.store(ex.cache_variant_key, 0, times, blob);
             // The marker last: storing it clears the fill mark, and waiters then find both.
             const std::string_view marker[] = {ex.cache_vary};

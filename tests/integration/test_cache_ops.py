@@ -129,3 +129,25 @@ def test_cache_bad_reload_reports_location_and_keeps_serving_from_cache(t):
     assert "proxyd.toml:%d:" % line in r.stdout + r.stderr, (r.stdout, r.stderr)
     assert _x_cache(px, "/echo?b") == "HIT"
     assert _backend_saw(be, "/echo?b") == 1
+
+
+@harness.timeout(60)
+def test_cache_vary_and_conditionals_with_a_head_larger_than_16k(t):
+    """The request's headers are kept for Vary and the conditional headers, whatever the size
+    server.limits allows (here 64 KiB; the parser's default is 16 KiB)."""
+    from test_cache import Origin, cache_proxy, xcache
+    o = Origin(t)
+    o.answer("/v", headers=[("Content-Type", "text/plain"), ("Vary", "X-Big"),
+                            ("ETag", '"v1"')], body=b"varies by a big header")
+    px = cache_proxy(t, o, server={"limits": {"max_header_size": "64KiB"}})
+    # A key (variant values included) is at most 16 KiB; the head around it is larger.
+    big = {"X-Big": "b" * 8000, "X-Filler": "f" * 30000}
+    assert xcache(px.get("/v", headers=big)) == "MISS"
+    r = px.get("/v", headers=big)
+    assert (r.status, xcache(r), r.body) == (200, "HIT", b"varies by a big header"), r
+    r = px.get("/v", headers=dict(big, **{"If-None-Match": '"v1"'}))
+    assert (r.status, xcache(r)) == (304, "HIT"), r
+    other = dict(big, **{"X-Big": "c" * 8000})
+    assert xcache(px.get("/v", headers=other)) == "MISS"
+    assert xcache(px.get("/v", headers=other)) == "HIT"
+    assert o.count("/v") == 2
