@@ -30,13 +30,16 @@ bool worth_compressing(const http::Response& response, const config::Compression
     if (!is_compressible_type(http::find_header(response, "content-type"), settings.types)) {
         return false;
     }
+    // A body that is not there (an empty 200) stays empty: "Content-Encoding: gzip" on no bytes
+    // at all is not a valid gzip stream.
+    if (!is_head && response.body == http::BodyKind::None) return false;
     std::uint64_t length = response.content_length;
     bool known = response.body == http::BodyKind::ContentLength;
-    if (is_head || response.body == http::BodyKind::None) {
+    if (is_head) {
+        // A HEAD answer's Content-Length describes the GET's body.
         const std::string_view text = http::find_header(response, "content-length");
         const char* end = text.data() + text.size();
         known = !text.empty() && std::from_chars(text.data(), end, length).ptr == end;
-        if (!known && !is_head) return false;
     }
     return !known || length >= settings.min_size;
 }

@@ -443,3 +443,9 @@ def test_compression_empty_and_tiny_unknown_length(t):
                 assert r.body == want, (path, enc, r)
     r = get(px, "/nobody", "gzip")
     assert r.status == 204 and not r.has("Content-Encoding") and not r.body, r
+    # Content-Length: 0 with min_size = 0: nothing to compress, no Content-Encoding on no bytes.
+    o.answer("/zero", headers=[("Content-Type", "text/html")], body=b"")
+    px0 = comp_proxy(t, o, compression={"min_size": "0B"}, name="proxyd-min0")
+    for enc in ("gzip", "br"):
+        r = get(px0, "/zero", enc)
+        assert r.status == 200 and not r.has("Content-Encoding") and r.body == b"", (enc, r)
