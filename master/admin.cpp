@@ -34,6 +34,9 @@ void Master::setup_admin_routes() {
     a.route(EVHTTP_REQ_GET, "/api/v1/stats/server", [this](const AdminCall&, std::uint64_t) {
         return std::optional(AdminReply{200, stats_server_json()});
     });
+    a.route(EVHTTP_REQ_GET, "/api/v1/status", [this](const AdminCall&, std::uint64_t) {
+        return std::optional(AdminReply{200, status_json()});  // as `proxyctl status --json`
+    });
     a.route(EVHTTP_REQ_GET, "/api/v1/stats/routes", [this](const AdminCall&, std::uint64_t) {
         return std::optional(AdminReply{200, routes_json()});
     });

@@ -225,6 +225,9 @@ void certificates(std::string& out, const nlohmann::json& status) {
         cell(out, c.contains("error") ? "refused: " + text_of(c["error"]) : "ok");
         out += "</tr>\n";
     }
+    if (member(tls, "certificates").empty()) {
+        out += "<tr><td colspan=\"4\">none (no [tls] section)</td></tr>\n";
+    }
     out += "</tbody></table>\n";
 }
 

@@ -1,7 +1,8 @@
-// The dashboard's script: refreshes the server-rendered tables every 2 s from the JSON API,
-// computes rates from counter deltas, keeps 5 minutes of requests/s and p99 for two SVG charts,
-// and sends the actions (drain, undrain, weight, reload) to the same API with the session's
-// CSRF token. Plain ES2017, no libraries: the page must work offline and unbuilt.
+// The dashboard's script: refreshes the server-rendered tables every 2 s from the JSON API
+// (stats/server, backends, stats/routes, status), computes rates from counter deltas, keeps 5
+// minutes of requests/s and p99 for two SVG charts, and sends the actions (drain, undrain,
+// weight, reload) to the same API with the session's CSRF token. Plain JavaScript for current
+// browsers, no libraries: the page must work offline and unbuilt.
 #include "master/dashboard_page.hpp"
 
 namespace proxyd::master {
@@ -164,6 +165,18 @@ constexpr std::string_view kScript = R"js("use strict";
     });
   }
 
+  // The workers table, rebuilt whole: it is small and has nothing to type into.
+  function updateWorkers(workers) {
+    const body = document.querySelector("#workers tbody");
+    const rows = workers.map((w) => {
+      const tr = document.createElement("tr");
+      cell(tr, "", w.slot); cell(tr, "", w.pid); cell(tr, "", w.generation);
+      cell(tr, "state", w.state); cell(tr, "num", w.connections); cell(tr, "num", w.tunnels);
+      return tr;
+    });
+    body.replaceChildren(...rows);
+  }
+
   function updateServer(stats, rps) {
     setText(document, "#uptime", duration(stats.uptime_seconds));
     setText(document, "#generation", stats.generation);
@@ -204,9 +217,9 @@ constexpr std::string_view kScript = R"js("use strict";
   async function refresh() {
     if (stopped) return;
     try {
-      const [stats, backends, routes] = await Promise.all([
+      const [stats, backends, routes, status] = await Promise.all([
         call("GET", "/api/v1/stats/server"), call("GET", "/api/v1/backends"),
-        call("GET", "/api/v1/stats/routes")]);
+        call("GET", "/api/v1/stats/routes"), call("GET", "/api/v1/status")]);
       const now = Date.now() / 1000;
       const seconds = previous ? now - previous.t : 0;
       const rps = previous && seconds > 0
@@ -215,6 +228,7 @@ constexpr std::string_view kScript = R"js("use strict";
       updateServer(stats, rps);
       const servers = updateUpstreams(backends.upstreams, now, seconds);
       updateRoutes(routes.routes);
+      updateWorkers(status.workers);
       previous = { t: now, requests: stats.requests_completed, servers: servers };
       history.push({ t: now, rps: rps, p99: stats.latency_ms.p99 });
       while (history.length && now - history[0].t > HISTORY_SECONDS) history.shift();

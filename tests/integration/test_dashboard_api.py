@@ -227,6 +227,9 @@ def test_dashboard_tables_without_javascript(t):
         assert 'class="weight"' in row.group(1)
     assert re.search(r'<tr data-route="web">', page), page
     assert 'id="version"' in page and 'id="workers"' in page
+    status, body, _ = s.call("GET", "/api/v1/status")
+    assert status == 200 and body["workers"][0]["state"] == "active", body
+    assert body["generation"] == 1 and "version" in body
     status, body, _ = s.call("GET", "/api/v1/stats/routes")
     assert status == 200 and body["routes"]["web"]["requests"] >= 10, body
     assert set(body["routes"]["web"]["latency_ms"]) == {"p50", "p99"}
