@@ -103,6 +103,9 @@ bool AdminServer::serve_dashboard(evhttp_request* request) {
         } else {
             send_reply(request, 200, "text/css; charset=utf-8", dashboard_style());
         }
+    } else if (path == "/favicon.ico") {
+        // Browsers ask for it on every page: a plain 404, not the API's 401.
+        send_reply(request, 404, "text/plain; charset=utf-8", "no icon\n");
     } else {
         return false;
     }
