@@ -6,6 +6,7 @@
 #include "common/config/load.hpp"
 #include "common/config/to_json.hpp"
 #include "common/util/atomic_file.hpp"
+#include "master/dashboard_page.hpp"
 #include "master/master.hpp"
 
 namespace proxyd::master {
@@ -33,6 +34,12 @@ void Master::setup_admin_routes() {
     a.route(EVHTTP_REQ_GET, "/api/v1/stats/server", [this](const AdminCall&, std::uint64_t) {
         return std::optional(AdminReply{200, stats_server_json()});
     });
+    a.route(EVHTTP_REQ_GET, "/api/v1/status", [this](const AdminCall&, std::uint64_t) {
+        return std::optional(AdminReply{200, status_json()});  // as `proxyctl status --json`
+    });
+    a.route(EVHTTP_REQ_GET, "/api/v1/stats/routes", [this](const AdminCall&, std::uint64_t) {
+        return std::optional(AdminReply{200, routes_json()});
+    });
     a.route(EVHTTP_REQ_GET, "/api/v1/stats/backend", [this](const AdminCall& call, std::uint64_t) {
         const std::string upstream = query_value(call, "upstream");
         const std::string backend = query_value(call, "backend_id");
@@ -44,6 +51,15 @@ void Master::setup_admin_routes() {
     a.route(EVHTTP_REQ_POST, "/api/v1/config/reload-tls",
             [this](const AdminCall&, std::uint64_t ticket) -> std::optional<AdminReply> {
                 reload_certificates(ticket);
+                return std::nullopt;  // answered through answer()
+            });
+    // What `proxyctl reload` does, answered when the new generation serves (or was refused).
+    a.route(EVHTTP_REQ_POST, "/api/v1/config/reload",
+            [this](const AdminCall&, std::uint64_t ticket) -> std::optional<AdminReply> {
+                if (put_config_ticket_ != 0) {
+                    return admin_error(409, "a PUT /api/v1/config is being applied; try again");
+                }
+                request_reload(ticket);
                 return std::nullopt;  // answered through answer()
             });
     a.route(EVHTTP_REQ_POST, "/api/v1/report", [this](const AdminCall& call, std::uint64_t) {
@@ -101,6 +117,15 @@ void Master::setup_admin_routes() {
                 return std::optional(disconnect_backend(query_value(call, "upstream"),
                                                         query_value(call, "backend_id")));
             });
+    a.set_dashboard([this](const std::string& csrf) {
+        nlohmann::json view = {
+            {"status", status_json()}, {"stats", stats_server_json()}, {"routes", routes_json()}};
+        return render_dashboard_page(view, csrf);
+    });
+}
+
+nlohmann::json Master::routes_json() {
+    return route_stats_.observe(std::chrono::steady_clock::now(), sum_route_totals(*metrics_));
 }
 
 // Validated like `proxyd -t`, written over the config file, applied as a reload. The body is the

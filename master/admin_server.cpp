@@ -2,11 +2,11 @@
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+
+#include "master/dashboard_request.hpp"
 
 namespace proxyd::master {
 
@@ -61,11 +61,15 @@ bool AdminServer::configure(const config::AdminSection& section, std::string& er
     if (!section.enabled) {
         endpoint_.close();
         token_.clear();
+        sessions_.clear();
         return true;
     }
     bool was_open = endpoint_.open();
     if (!endpoint_.listen(section.listen, error)) return false;
-    token_ = section.token;  // a reload re-reads the file: rotation without a restart
+    // A reload re-reads the file: rotation without a restart, and a new token logs out every
+    // browser that logged in with the old one.
+    if (token_ != section.token) sessions_.clear();
+    token_ = section.token;
     if (!was_open) spdlog::info("admin API on http://{}/api/v1/", section.listen.text);
     return true;
 }
@@ -74,9 +78,8 @@ void AdminServer::route(evhttp_cmd_type method, std::string path, Handler handle
     routes_.push_back(Route{method, std::move(path), std::move(handler)});
 }
 
-// Digests compared with CRYPTO_memcmp: the time taken says nothing about the token, not even
-// its length.
-bool AdminServer::authorized(evhttp_request* request) const {
+// Compared in constant time: the time taken says nothing about the token, not even its length.
+bool AdminServer::bearer_authorized(evhttp_request* request) const {
     const char* header =
         evhttp_find_header(evhttp_request_get_input_headers(request), "Authorization");
     if (header == nullptr || token_.empty()) return false;
@@ -88,18 +91,47 @@ bool AdminServer::authorized(evhttp_request* request) const {
         return false;
     }
     value.remove_prefix(kScheme.size());
-    unsigned char given[SHA256_DIGEST_LENGTH], expected[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char*>(value.data()), value.size(), given);
-    SHA256(reinterpret_cast<const unsigned char*>(token_.data()), token_.size(), expected);
-    return CRYPTO_memcmp(given, expected, sizeof given) == 0;
+    return constant_time_equal(value, token_);
+}
+
+// A browser's call: its session cookie, and for anything but a read the CSRF token that only
+// the page itself knows (a cross-site form can send the cookie, were SameSite to fail, but not
+// this header). The Origin check is a second fence for browsers that send it.
+std::optional<AdminReply> AdminServer::session_refusal(evhttp_request* request) {
+    const DashboardSession* session = session_of(request);
+    if (session == nullptr) {
+        evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate",
+                          "Bearer realm=\"proxyd admin\"");
+        return admin_error(401, "missing or wrong admin token");
+    }
+    const evkeyvalq* headers = evhttp_request_get_input_headers(request);
+    const char* origin = evhttp_find_header(headers, "Origin");
+    const char* host = evhttp_find_header(headers, "Host");
+    if (origin != nullptr && !same_origin(origin, host ? host : "")) {
+        return admin_error(403, "cross-origin request refused (Origin " + std::string(origin) +
+                                    " is not this admin listener)");
+    }
+    const evhttp_cmd_type method = evhttp_request_get_command(request);
+    if (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD) return std::nullopt;
+    const char* csrf = evhttp_find_header(headers, "X-CSRF-Token");
+    if (csrf == nullptr || !constant_time_equal(csrf, session->csrf)) {
+        return admin_error(403, "missing or wrong X-CSRF-Token for this session");
+    }
+    return std::nullopt;
 }
 
 void AdminServer::handle(evhttp_request* request) {
-    if (!authorized(request)) {
-        evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate",
-                          "Bearer realm=\"proxyd admin\"");
-        return send_json(request, 401, {{"error", "missing or wrong admin token"}});
+    if (serve_dashboard(request)) return;
+    if (!bearer_authorized(request)) {
+        if (auto refusal = session_refusal(request)) {
+            return send_json(request, refusal->first, refusal->second);
+        }
     }
+    run(request);
+}
+
+// Routes an authenticated call to its endpoint.
+void AdminServer::run(evhttp_request* request) {
     const std::string path(request_path(request));
     const evhttp_cmd_type method = evhttp_request_get_command(request);
     const Route* found = nullptr;

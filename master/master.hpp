@@ -36,6 +36,7 @@
 #include "master/listener_table.hpp"
 #include "master/metrics_server.hpp"
 #include "master/resolver.hpp"
+#include "master/route_stats.hpp"
 #include "master/server_registry.hpp"
 #include "master/stats_window.hpp"
 
@@ -177,6 +178,8 @@ class Master {
     AdminReply stats_backend(const std::string& upstream, const std::string& backend) const;
     std::optional<AdminReply> put_config(const nlohmann::json& body, std::uint64_t ticket);
     void restore_config_file_if_refused(std::uint64_t requester, bool ok);
+    // GET /api/v1/stats/routes (and the dashboard's routes table).
+    nlohmann::json routes_json();
 
     // runtime_backends.cpp: backend changes through the admin API, without a new generation.
     AdminReply add_backend(const nlohmann::json& body);
@@ -247,6 +250,7 @@ class Master {
     shm::CacheStore cache_;  // invalid until a config has a route with cache
     std::unique_ptr<MetricsServer> metrics_server_;
     std::unique_ptr<StatsWindow> stats_window_;
+    RouteStatsWindow route_stats_;
     std::unique_ptr<AdminServer> admin_server_;
     double started_at_ = 0;  // unix time, for uptime
     // The master's own counters; handed to a new binary on upgrade.
