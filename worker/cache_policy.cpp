@@ -152,14 +152,18 @@ std::int64_t freshness_lifetime_ms(const http::Response& response, const CacheCo
     return route_ttl_ms;
 }
 
-// Collects the Vary names, lower-case, in order, without duplicates. False for "*".
+// Collects the Vary names, lower-case, in order, without duplicates. False for "*", and for an
+// element that is not a header name: the response cannot be matched to requests by it.
 bool read_vary(const http::Response& response, std::string& names) {
     bool star = false;
     std::string name;
     for (std::size_t i = 0; i < response.header_count; ++i) {
         if (!iequals(response.headers[i].name, "vary")) continue;
         http::detail::for_each_list_element(response.headers[i].value, [&](std::string_view v) {
-            if (v == "*") star = true;
+            if (v == "*" || !std::all_of(v.begin(), v.end(), http::detail::is_tchar)) {
+                star = true;
+                return;
+            }
             name.clear();
             for (char c : v) name += (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
             if (http::list_contains_token(names, name)) return;
@@ -195,7 +199,7 @@ Storability evaluate_response(const http::Response& response, std::int64_t route
     if (cc.no_cache) return not_stored("no-cache");
     if (find_field(response, "set-cookie")) return not_stored("set-cookie");
     Storability result;
-    if (!read_vary(response, result.vary)) return not_stored("vary *");
+    if (!read_vary(response, result.vary)) return not_stored("vary");
     result.fresh_ms = freshness_lifetime_ms(response, cc, route_ttl_ms, now_unix_s);
     if (result.fresh_ms <= 0) {
         result.fresh_ms = 0;
