@@ -14,14 +14,16 @@ header h1 { font-size: 20px; margin: 0; }
 header .spacer { flex: 1; }
 h2 { font-size: 16px; margin: 24px 0 8px; }
 table { border-collapse: collapse; width: 100%; background: #fff; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #e2e5ea; white-space: nowrap; }
+th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #e2e5ea; white-space: nowrap; }
+/* Many servers' columns: the table scrolls inside the page rather than past its edge. */
+table#upstreams { display: block; overflow-x: auto; }
 th { background: #eceff3; font-weight: 600; }
 tr.upstream-name th { background: #dfe4ec; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .healthy { color: #13722f; font-weight: 600; }
 .down { color: #b3261e; font-weight: 600; }
 .draining { color: #8a5a00; }
-input.weight { width: 5em; }
+input.weight { width: 3.5em; }
 button { cursor: pointer; }
 #message { min-height: 1.5em; padding: 4px 8px; margin: 8px 0; }
 #message.ok { background: #e3f4e8; }

@@ -11,9 +11,10 @@ nothing; auto-submitting forms on other origins (another site, 127.0.0.2, and an
 127.0.0.1, which is the same site so the SameSite cookie does go along) that post to the admin
 API and to /logout, opened in the same logged-in browser, change nothing.
 
-When chromium is not installed or cannot start, the tests print a "report: skipped" line with the
-reason and pass (scripts/setup installs chromium). Set PROXYD_TEST_OUTPUT=DIR to keep the
-screenshots (the temp dir of a passing test is removed)."""
+When chromium is not installed or cannot start, the tests fail with the reason (scripts/setup
+installs chromium: a browser test that quietly passes without a browser would prove nothing).
+Set PROXYD_TEST_OUTPUT=DIR to keep the screenshots (the temp dir of a passing test is removed;
+scripts/test keeps them under tests/out/)."""
 
 import http.client
 import http.server
@@ -97,12 +98,12 @@ def _send(px, n):
 # the browser
 
 def _launch(t):
-    """The browser, or None (after a "report: skipped" line) when chromium cannot run here."""
+    """The browser; fails the test when chromium cannot run here."""
     try:
         return cdp.Chromium.launch(t.path("chromium"), spawn=t.spawn)
     except cdp.Unavailable as e:
-        print("report: skipped: the dashboard browser test needs chromium: %s" % e)
-        return None
+        raise AssertionError("the dashboard browser test needs chromium (scripts/setup installs "
+                             "it): %s" % e)
 
 
 def _row(server_id):
@@ -345,8 +346,6 @@ def test_dashboard_browser(t):
 
     _wait_healthy(px, [A, B, C])
     chrome = _launch(t)
-    if chrome is None:
-        return
     origins = []
     try:
         page = chrome.new_page()
@@ -544,8 +543,6 @@ def test_dashboard_browser_without_javascript(t):
     px = _dashboard_proxy(t, [A, B])
     _wait_healthy(px, [A, B])
     chrome = _launch(t)
-    if chrome is None:
-        return
     try:
         page = chrome.new_page()
         page.call("Emulation.setScriptExecutionDisabled", {"value": True})
