@@ -7,6 +7,7 @@
 
 #include "common/http/cache_key.hpp"
 #include "master/master.hpp"
+#include "master/metrics_render.hpp"
 
 namespace proxyd::master {
 namespace {
@@ -14,34 +15,6 @@ namespace {
 bool uses_cache(const config::Config& config) {
     return std::any_of(config.routes.begin(), config.routes.end(),
                        [](const config::Route& route) { return route.has_cache; });
-}
-
-void append_counter(std::string& out, const char* name, const char* help, std::uint64_t value) {
-    out += "# HELP ";
-    out += name;
-    out += ' ';
-    out += help;
-    out += "\n# TYPE ";
-    out += name;
-    out += " counter\n";
-    out += name;
-    out += ' ';
-    out += std::to_string(value);
-    out += '\n';
-}
-
-void append_gauge(std::string& out, const char* name, const char* help, std::uint64_t value) {
-    out += "# HELP ";
-    out += name;
-    out += ' ';
-    out += help;
-    out += "\n# TYPE ";
-    out += name;
-    out += " gauge\n";
-    out += name;
-    out += ' ';
-    out += std::to_string(value);
-    out += '\n';
 }
 
 }  // namespace
@@ -100,30 +73,37 @@ void Master::render_cache_metrics(std::string& out) const {
     if (!cache_.valid()) return;
     const shm::CacheCounters counters = cache_.counters();
     const shm::CacheUsage usage = cache_.usage();
-    out += "# HELP proxyd_cache_requests_total Requests on cached routes by cache result.\n";
-    out += "# TYPE proxyd_cache_requests_total counter\n";
-    const std::pair<const char*, std::uint64_t> results[] = {{"hit", counters.hits},
-                                                             {"miss", counters.misses},
-                                                             {"stale", counters.stale},
-                                                             {"bypass", counters.bypass}};
-    for (const auto& [result, value] : results) {
-        out += "proxyd_cache_requests_total{result=\"";
-        out += result;
-        out += "\"} ";
-        out += std::to_string(value);
-        out += '\n';
+    append_metric_header(out, "proxyd_cache_requests_total", "counter",
+                         "Requests on cached routes by cache result.");
+    const std::pair<const char*, std::uint64_t> results[] = {
+        {"result=\"hit\"", counters.hits},
+        {"result=\"miss\"", counters.misses},
+        {"result=\"stale\"", counters.stale},
+        {"result=\"bypass\"", counters.bypass}};
+    for (const auto& [labels, value] : results) {
+        append_metric_sample(out, "proxyd_cache_requests_total", labels, std::to_string(value));
     }
-    append_counter(out, "proxyd_cache_stores_total", "Responses stored in the cache.",
-                   counters.stores);
-    append_counter(out, "proxyd_cache_evictions_total",
-                   "Stored responses evicted to make room (least recently used first).",
-                   counters.evictions);
-    append_counter(out, "proxyd_cache_purges_total", "Stored responses removed by the admin API.",
-                   counters.purges);
-    append_gauge(out, "proxyd_cache_entries", "Responses in the cache.", usage.entries);
-    append_gauge(out, "proxyd_cache_bytes", "Cache memory in use.", usage.bytes_used);
-    append_gauge(out, "proxyd_cache_max_bytes", "The cache's size ([cache] max_size).",
-                 usage.capacity_bytes);
+    struct Single {
+        const char* name;
+        const char* type;
+        const char* help;
+        std::uint64_t value;
+    };
+    const Single singles[] = {
+        {"proxyd_cache_stores_total", "counter", "Responses stored in the cache.", counters.stores},
+        {"proxyd_cache_evictions_total", "counter",
+         "Stored responses evicted to make room (least recently used first).", counters.evictions},
+        {"proxyd_cache_purges_total", "counter", "Stored responses removed by the admin API.",
+         counters.purges},
+        {"proxyd_cache_entries", "gauge", "Responses in the cache.", usage.entries},
+        {"proxyd_cache_bytes", "gauge", "Cache memory in use.", usage.bytes_used},
+        {"proxyd_cache_max_bytes", "gauge", "The cache's size ([cache] max_size).",
+         usage.capacity_bytes},
+    };
+    for (const Single& single : singles) {
+        append_metric_header(out, single.name, single.type, single.help);
+        append_metric_sample(out, single.name, "", std::to_string(single.value));
+    }
 }
 
 }  // namespace proxyd::master

@@ -36,7 +36,9 @@ constexpr FamilyInfo kFamilies[shm::kFamilyCount] = {
 
 using Values = std::array<std::uint64_t, shm::kSeriesValues>;
 
-void header(std::string& out, const char* name, const char* type, const char* help) {
+}  // namespace
+
+void append_metric_header(std::string& out, const char* name, const char* type, const char* help) {
     out += "# HELP ";
     out += name;
     out += ' ';
@@ -48,8 +50,8 @@ void header(std::string& out, const char* name, const char* type, const char* he
     out += '\n';
 }
 
-void sample(std::string& out, std::string_view name, std::string_view labels,
-            std::string_view value) {
+void append_metric_sample(std::string& out, std::string_view name, std::string_view labels,
+                          std::string_view value) {
     out += name;
     if (!labels.empty()) {
         out += '{';
@@ -60,6 +62,8 @@ void sample(std::string& out, std::string_view name, std::string_view labels,
     out += value;
     out += '\n';
 }
+
+namespace {
 
 std::string number(std::uint64_t value) {
     return std::to_string(value);
@@ -85,13 +89,13 @@ void histogram(std::string& out, std::string_view name, const std::string& label
         std::string with_le = labels;
         if (!with_le.empty()) with_le += ',';
         with_le += "le=\"" + bound_text(b) + "\"";
-        sample(out, bucket_name, with_le, number(cumulative));
+        append_metric_sample(out, bucket_name, with_le, number(cumulative));
     }
-    sample(out, std::string(name) + "_sum", labels,
-           number(static_cast<double>(values[shm::kSumIndex]) / 1e6));
+    append_metric_sample(out, std::string(name) + "_sum", labels,
+                         number(static_cast<double>(values[shm::kSumIndex]) / 1e6));
     // The count is the +Inf bucket by definition: the two are read at different instants, and
     // a scraper must never see them disagree.
-    sample(out, std::string(name) + "_count", labels, number(cumulative));
+    append_metric_sample(out, std::string(name) + "_count", labels, number(cumulative));
 }
 
 // Every labelled series of every slot, summed by (family, labels).
@@ -118,12 +122,12 @@ void render_series(const MetricsInput& input, std::string& out) {
     auto families = sum_series(*input.series);
     for (std::uint32_t f = 1; f < shm::kFamilyCount; ++f) {
         const FamilyInfo& info = kFamilies[f];
-        header(out, info.name, info.type, info.help);
+        append_metric_header(out, info.name, info.type, info.help);
         for (const auto& [labels, values] : families[f]) {
             if (std::string_view(info.type) == "histogram") {
                 histogram(out, info.name, labels, values);
             } else {
-                sample(out, info.name, labels, number(values[0]));
+                append_metric_sample(out, info.name, labels, number(values[0]));
             }
         }
     }
@@ -136,16 +140,17 @@ void render_connections(const MetricsInput& input, std::string& out) {
         active += slot.connections_active.load(std::memory_order_relaxed);
         total += slot.connections_total.load(std::memory_order_relaxed);
     }
-    header(out, "proxyd_connections_active", "gauge", "Open client connections.");
-    sample(out, "proxyd_connections_active", "",
-           number(static_cast<std::uint64_t>(active > 0 ? active : 0)));
-    header(out, "proxyd_connections_total", "counter", "Client connections accepted.");
-    sample(out, "proxyd_connections_total", "", number(total));
+    append_metric_header(out, "proxyd_connections_active", "gauge", "Open client connections.");
+    append_metric_sample(out, "proxyd_connections_active", "",
+                         number(static_cast<std::uint64_t>(active > 0 ? active : 0)));
+    append_metric_header(out, "proxyd_connections_total", "counter",
+                         "Client connections accepted.");
+    append_metric_sample(out, "proxyd_connections_total", "", number(total));
 }
 
 void render_upstreams(const MetricsInput& input, std::string& out) {
-    header(out, "proxyd_upstream_server_healthy", "gauge",
-           "1 when the server passes its health checks, else 0.");
+    append_metric_header(out, "proxyd_upstream_server_healthy", "gauge",
+                         "1 when the server passes its health checks, else 0.");
     std::string labels;
     auto server_labels = [&](const config::Upstream& upstream, const config::UpstreamServer& s) {
         labels.clear();
@@ -159,46 +164,51 @@ void render_upstreams(const MetricsInput& input, std::string& out) {
         for (const auto& server : upstream.servers) {
             const auto& st = input.upstream_state->servers[server.state_index];
             server_labels(upstream, server);
-            sample(out, "proxyd_upstream_server_healthy", labels,
-                   st.unhealthy.load(std::memory_order_relaxed) == 0 ? "1" : "0");
+            append_metric_sample(out, "proxyd_upstream_server_healthy", labels,
+                                 st.unhealthy.load(std::memory_order_relaxed) == 0 ? "1" : "0");
         }
     }
-    header(out, "proxyd_upstream_server_active_connections", "gauge",
-           "Requests in flight to the server, over all workers.");
+    append_metric_header(out, "proxyd_upstream_server_active_connections", "gauge",
+                         "Requests in flight to the server, over all workers.");
     for (const auto& upstream : input.config->upstreams) {
         for (const auto& server : upstream.servers) {
             const auto& st = input.upstream_state->servers[server.state_index];
             server_labels(upstream, server);
             auto active = st.active.load(std::memory_order_relaxed);
-            sample(out, "proxyd_upstream_server_active_connections", labels,
-                   number(static_cast<std::uint64_t>(active > 0 ? active : 0)));
+            append_metric_sample(out, "proxyd_upstream_server_active_connections", labels,
+                                 number(static_cast<std::uint64_t>(active > 0 ? active : 0)));
         }
     }
 }
 
 void render_master(const MetricsInput& input, std::string& out) {
-    header(out, "proxyd_workers", "gauge", "Workers of the current generation.");
-    sample(out, "proxyd_workers", "", number(static_cast<std::uint64_t>(input.workers)));
-    header(out, "proxyd_worker_restarts_total", "counter",
-           "Workers replaced after an unexpected exit.");
-    sample(out, "proxyd_worker_restarts_total", "", number(input.worker_restarts));
-    header(out, "proxyd_reloads_total", "counter", "Reloads, by result.");
-    sample(out, "proxyd_reloads_total", "result=\"success\"", number(input.reloads_ok));
-    sample(out, "proxyd_reloads_total", "result=\"failure\"", number(input.reloads_failed));
-    header(out, "proxyd_config_generation", "gauge", "Generation of the running workers.");
-    sample(out, "proxyd_config_generation", "",
-           number(static_cast<std::uint64_t>(input.generation)));
-    header(out, "proxyd_build_info", "gauge", "Always 1; the version is a label.");
-    sample(out, "proxyd_build_info", std::string("version=\"") + kVersion + "\"", "1");
-    header(out, "proxyd_tls_certificate_expiry_timestamp_seconds", "gauge",
-           "When each configured certificate expires (unix time).");
+    append_metric_header(out, "proxyd_workers", "gauge", "Workers of the current generation.");
+    append_metric_sample(out, "proxyd_workers", "",
+                         number(static_cast<std::uint64_t>(input.workers)));
+    append_metric_header(out, "proxyd_worker_restarts_total", "counter",
+                         "Workers replaced after an unexpected exit.");
+    append_metric_sample(out, "proxyd_worker_restarts_total", "", number(input.worker_restarts));
+    append_metric_header(out, "proxyd_reloads_total", "counter", "Reloads, by result.");
+    append_metric_sample(out, "proxyd_reloads_total", "result=\"success\"",
+                         number(input.reloads_ok));
+    append_metric_sample(out, "proxyd_reloads_total", "result=\"failure\"",
+                         number(input.reloads_failed));
+    append_metric_header(out, "proxyd_config_generation", "gauge",
+                         "Generation of the running workers.");
+    append_metric_sample(out, "proxyd_config_generation", "",
+                         number(static_cast<std::uint64_t>(input.generation)));
+    append_metric_header(out, "proxyd_build_info", "gauge", "Always 1; the version is a label.");
+    append_metric_sample(out, "proxyd_build_info", std::string("version=\"") + kVersion + "\"",
+                         "1");
+    append_metric_header(out, "proxyd_tls_certificate_expiry_timestamp_seconds", "gauge",
+                         "When each configured certificate expires (unix time).");
     std::string labels;
     for (const auto& certificate : input.certificates) {
         labels = "cert=\"";
         worker::append_label_value(labels, certificate.cert_file);
         labels += '"';
-        sample(out, "proxyd_tls_certificate_expiry_timestamp_seconds", labels,
-               number(static_cast<std::uint64_t>(certificate.not_after)));
+        append_metric_sample(out, "proxyd_tls_certificate_expiry_timestamp_seconds", labels,
+                             number(static_cast<std::uint64_t>(certificate.not_after)));
     }
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/config/types.hpp"
@@ -20,7 +21,7 @@ struct MetricsInput {
     const shm::StatsLayout* stats = nullptr;
     const shm::UpstreamStateLayout* upstream_state = nullptr;
     const config::Config* config = nullptr;  // the current generation's servers
-    int workers = 0;                          // current generation, running
+    int workers = 0;                         // current generation, running
     std::uint64_t worker_restarts = 0;
     std::uint64_t reloads_ok = 0;
     std::uint64_t reloads_failed = 0;
@@ -29,5 +30,11 @@ struct MetricsInput {
 };
 
 void render_metrics(const MetricsInput& input, std::string& out);
+
+// One family's "# HELP" and "# TYPE" lines, and one sample line ("name{labels} value"): for
+// families rendered elsewhere (the cache's, master/cache.cpp).
+void append_metric_header(std::string& out, const char* name, const char* type, const char* help);
+void append_metric_sample(std::string& out, std::string_view name, std::string_view labels,
+                          std::string_view value);
 
 }  // namespace proxyd::master
