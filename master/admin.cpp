@@ -105,7 +105,9 @@ void Master::setup_admin_routes() {
                 return std::optional(update_backend(call.body));
             });
     a.route(EVHTTP_REQ_DELETE, "/api/v1/cache", [this](const AdminCall& call, std::uint64_t) {
-        return std::optional(purge_cache(call));
+        std::string prefix = query_value(call, "prefix");
+        if (prefix.empty()) prefix = query_value(call, "key_prefix");
+        return std::optional(purge_cache(prefix, query_value(call, "host")));
     });
     a.route(EVHTTP_REQ_DELETE, "/api/v1/backends/remove",
             [this](const AdminCall& call, std::uint64_t) {

@@ -51,14 +51,7 @@ shm::CacheStore* Master::cache_for_workers() {
 
 // DELETE /api/v1/cache?prefix=/p[&host=H] (key_prefix= is the same): drops every stored
 // response whose path starts with the prefix, in every worker at once (the store is shared).
-AdminReply Master::purge_cache(const AdminCall& call) {
-    auto value = [&](const char* key) {
-        auto it = call.query.find(key);
-        return it == call.query.end() ? std::string() : it->second;
-    };
-    std::string prefix = value("prefix");
-    if (prefix.empty()) prefix = value("key_prefix");
-    const std::string host = value("host");
+AdminReply Master::purge_cache(const std::string& prefix, const std::string& host) {
     if (prefix.empty() || prefix.front() != '/') {
         return {400, {{"error", "prefix must be a path starting with \"/\" (e.g. prefix=/)"}}};
     }

@@ -201,7 +201,7 @@ class Master {
     // master/cache.cpp: the shared response cache, sized by [cache] when a route caches.
     bool prepare_cache(const config::Config& config, shm::CacheStore& previous, std::string& error);
     shm::CacheStore* cache_for_workers();
-    AdminReply purge_cache(const AdminCall& call);
+    AdminReply purge_cache(const std::string& prefix, const std::string& host);
     void render_cache_metrics(std::string& out) const;
     bool ready_for_traffic() const;
     // `proxyctl stats` / `backends` (and later the admin API): JSON plus a human message.

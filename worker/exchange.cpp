@@ -56,7 +56,7 @@ void Exchange::reset() {
     has_deadline = false;
     grpc_status.clear();
     grpc_message.clear();
-    cache_on = false;
+    cache_on = cache_conditional = false;
     cache_label = nullptr;
     cache_key.clear();
     cache_variant_key.clear();

@@ -129,10 +129,11 @@ struct Exchange {
     std::string cache_key;              // method, host, path, query
     std::string cache_variant_key;      // cache_key plus the request's values of the stored Vary
     std::string cache_request_head;
-    bool cache_fill = false;     // this request holds the key's fill mark
-    bool cache_storing = false;  // the response is being copied for the store
-    bool cache_waited = false;   // it waited for another request's fill once already
-    bool cache_stale = false;    // cache_object holds a stale copy to serve on upstream errors
+    bool cache_conditional = false;  // it has If-None-Match or If-Modified-Since
+    bool cache_fill = false;         // this request holds the key's fill mark
+    bool cache_storing = false;      // the response is being copied for the store
+    bool cache_waited = false;       // it waited for another request's fill once already
+    bool cache_stale = false;        // cache_object holds a stale copy to serve on upstream errors
     std::int64_t cache_wait_until_ms = 0;
     std::int64_t cache_stored_ms = 0;  // the object in cache_object, or the one being stored
     std::int64_t cache_fresh_ms = 0;   // freshness lifetime of the one being stored

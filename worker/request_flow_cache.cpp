@@ -59,6 +59,9 @@ void RequestFlow::prepare_cache(const http::Request& request) {
         return;
     }
     ex.cache_on = true;
+    // Most hits are not conditional: they then skip parsing the kept head again.
+    ex.cache_conditional = !http::find_header(request, "if-none-match").empty() ||
+                           !http::find_header(request, "if-modified-since").empty();
     http::append_cache_key(ex.cache_key, request.method, request.host, request.path, request.query);
     ex.cache_request_head += "GET / HTTP/1.1\r\n";
     for (std::size_t i = 0; i < request.header_count; ++i) {
@@ -192,7 +195,8 @@ void RequestFlow::serve_cached(shm::CacheResult result, std::int64_t now_ms) {
     info.keep_alive = ex.request_done;
     info.request_id = ex.request_id;
     const http::Request* request = nullptr;
-    const bool conditional = (response.status == 200 || response.status == 203) &&
+    const bool conditional = ex.cache_conditional &&
+                             (response.status == 200 || response.status == 203) &&
                              (request = kept_request_head()) != nullptr &&
                              is_not_modified(*request, http::find_header(response, "etag"),
                                              http::find_header(response, "last-modified"));

@@ -30,6 +30,8 @@ import subprocess
 import time
 import urllib.parse
 
+import harness
+
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -377,28 +379,6 @@ class Page:
 # ----------------------------------------------------------------------------------------------
 # the browser process
 
-def _descendants(pid):
-    """Every process below pid (children first found, then theirs), from /proc."""
-    parent = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        parent[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for c, pp in parent.items():
-            if pp == p and c not in out:
-                out.append(c)
-                todo.append(c)
-    return out
-
-
 class Chromium:
     def __init__(self, proc, user_data_dir, port, ws_url, log_path):
         self.proc = proc
@@ -473,7 +453,7 @@ class Chromium:
 
     def _note_children(self):
         if self.proc.poll() is None:
-            self.seen.update(_descendants(self.proc.pid))
+            self.seen.update(harness.descendants_of(self.proc.pid))
 
     def new_page(self, url="about:blank", width=1280, height=900):
         """A new tab (in the default browser context: cookies shared with every other tab),
@@ -519,7 +499,7 @@ class Chromium:
 def _kill_tree(proc, known=()):
     pids = set(known)
     if proc.poll() is None:
-        pids.update(_descendants(proc.pid))
+        pids.update(harness.descendants_of(proc.pid))
         try:
             proc.kill()
         except OSError:

@@ -160,6 +160,44 @@ def children_of(pid):
     return out
 
 
+
+def socket_owner(proxy_port, client_port, pids):
+    """The pid (among pids) holding the accepted socket 127.0.0.1:proxy_port <- client_port."""
+    want_l, want_r = ":%04X" % proxy_port, ":%04X" % client_port
+    inode = None
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[1].endswith(want_l) and parts[2].endswith(want_r):
+                inode = parts[9]
+                break
+    if inode is None:
+        return None
+    target = "socket:[%s]" % inode
+    for pid in pids:
+        try:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                try:
+                    if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == target:
+                        return pid
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+def descendants_of(pid):
+    """Every process below pid (its children, theirs, ...), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            if child not in out:
+                out.append(child)
+                todo.append(child)
+    return out
+
+
 _sanitized = None
 
 

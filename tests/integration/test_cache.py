@@ -259,32 +259,6 @@ def cache_counts(sc):
             for res in ("hit", "miss", "stale", "bypass")}
 
 
-def socket_owner(proxy_port, client_port, pids):
-    """The pid (among pids) holding the accepted socket 127.0.0.1:proxy_port <- client_port."""
-    want_l, want_r = ":%04X" % proxy_port, ":%04X" % client_port
-    inode = None
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            parts = line.split()
-            if parts[1].endswith(want_l) and parts[2].endswith(want_r):
-                inode = parts[9]
-                break
-    if inode is None:
-        return None
-    target = "socket:[%s]" % inode
-    for pid in pids:
-        try:
-            for fd in os.listdir("/proc/%d/fd" % pid):
-                try:
-                    if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == target:
-                        return pid
-                except OSError:
-                    continue
-        except OSError:
-            continue
-    return None
-
-
 def concurrent(n, fn, timeout=15.0):
     """Run fn(i) in n threads released together; returns [(result or exception, seconds)]."""
     barrier = threading.Barrier(n)
@@ -795,7 +769,7 @@ def test_cache_stampede(t):
         t0 = time.monotonic()
         res = concurrent(n, one, timeout=20)
         took = time.monotonic() - t0
-        owners = collections.Counter(socket_owner(px.port, c.sock.getsockname()[1], pids)
+        owners = collections.Counter(harness.socket_owner(px.port, c.sock.getsockname()[1], pids)
                                      for c in socks)
     finally:
         for c in socks:
@@ -869,7 +843,7 @@ def test_cache_cross_worker(t):
     for i in range(20):
         with px.conn() as c:
             r = c.request("GET", "/x")
-            owner = socket_owner(px.port, c.sock.getsockname()[1], pids)
+            owner = harness.socket_owner(px.port, c.sock.getsockname()[1], pids)
         assert r.status == 200 and r.body == b"shared between workers", r
         assert xcache(r) == ("MISS" if i == 0 else "HIT"), (i, owner, r)
         owners[owner] += 1

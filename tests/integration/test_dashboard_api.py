@@ -8,22 +8,10 @@ import http.client
 import json
 import re
 import secrets
-import time
 import urllib.parse
 
 import harness
-
-
-def _dashboard_proxy(t, *backends, **cfg):
-    token = secrets.token_hex(24)
-    token_file = t.write("admin.token", token + "\n")
-    port = harness.free_port()
-    be = backends or (t.backend(),)
-    px = t.proxy_to(*be, admin={"listen": "127.0.0.1:%d" % port, "token_file": token_file},
-                    **cfg)
-    harness.wait_until(lambda: harness.port_accepts(port), msg="admin port")
-    px.admin_port, px.admin_token = port, token
-    return px
+from test_admin import _admin_proxy
 
 
 def _request(px, method, path, body=None, headers=None):
@@ -71,7 +59,7 @@ class Session:
 
 
 def test_dashboard_login_and_cookie_flags(t):
-    px = _dashboard_proxy(t)
+    px = _admin_proxy(t)
     r, page = _request(px, "GET", "/")
     assert r.status == 401, r.status
     assert b'id="login"' in page and b'name="token"' in page
@@ -96,7 +84,7 @@ def test_dashboard_login_and_cookie_flags(t):
 
 
 def test_dashboard_page_needs_a_session(t):
-    px = _dashboard_proxy(t)
+    px = _admin_proxy(t)
     s = Session(px)
     assert 'id="upstreams"' in s.page and 'id="reload"' in s.page
     assert s.csrf != s.id
@@ -115,7 +103,7 @@ def test_dashboard_page_needs_a_session(t):
 
 def test_dashboard_api_with_cookie_and_csrf(t):
     be = t.backend()
-    px = _dashboard_proxy(t, be)
+    px = _admin_proxy(t, be)
     s = Session(px)
     status, body, _ = s.call("GET", "/api/v1/backends", csrf=False)
     assert status == 200 and body["upstreams"]["b"]["servers"][0]["id"] == be.address
@@ -141,7 +129,7 @@ def test_dashboard_api_with_cookie_and_csrf(t):
 
 def test_dashboard_cross_site_form_post_refused(t):
     be = t.backend()
-    px = _dashboard_proxy(t, be)
+    px = _admin_proxy(t, be)
     s = Session(px)
     form = urllib.parse.urlencode({"upstream": "b", "backend_id": be.address})
     # What another site's <form method=post> can send: the cookie (had SameSite failed),
@@ -167,7 +155,7 @@ def test_dashboard_cross_site_form_post_refused(t):
 
 
 def test_dashboard_logout_ends_the_session(t):
-    px = _dashboard_proxy(t)
+    px = _admin_proxy(t)
     s = Session(px)
     other = Session(px)
     r, _ = _request(px, "POST", "/logout", "", {"Cookie": s.cookie})
@@ -187,7 +175,7 @@ def test_dashboard_logout_ends_the_session(t):
 
 
 def test_dashboard_reload_endpoint(t):
-    px = _dashboard_proxy(t)
+    px = _admin_proxy(t)
     s = Session(px)
     generation = s.call("GET", "/api/v1/stats/server")[1]["generation"]
     status, body, _ = s.call("POST", "/api/v1/config/reload")
@@ -208,7 +196,7 @@ def test_dashboard_reload_endpoint(t):
 
 def test_dashboard_tables_without_javascript(t):
     up, down = t.backend(), t.backend()
-    px = _dashboard_proxy(t, up, down, upstream={"health_check": {
+    px = _admin_proxy(t, up, down, upstream={"health_check": {
         "interval": "200ms", "timeout": "150ms", "unhealthy_threshold": 1}},
         routes=[{"path": "/", "upstream": "b", "name": "web"}])
     for _ in range(10):

@@ -243,32 +243,6 @@ def _metrics_proxy(t, be, workers=2, routes=None, metrics=None, **cfg):
 # ----------------------------------------------------------------------------------------------
 # client traffic with exact bookkeeping
 
-def _socket_owner(proxy_port, client_port, pids):
-    """The pid (among pids) holding the accepted socket 127.0.0.1:proxy_port <- client_port."""
-    want_l, want_r = ":%04X" % proxy_port, ":%04X" % client_port
-    inode = None
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            parts = line.split()
-            if parts[1].endswith(want_l) and parts[2].endswith(want_r):
-                inode = parts[9]
-                break
-    if inode is None:
-        return None
-    target = "socket:[%s]" % inode
-    for pid in pids:
-        try:
-            for fd in os.listdir("/proc/%d/fd" % pid):
-                try:
-                    if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == target:
-                        return pid
-                except OSError:
-                    continue
-        except OSError:
-            continue
-    return None
-
-
 class Traffic:
     """Sends requests and counts what the client got, by (route, upstream, status)."""
 
@@ -298,7 +272,7 @@ class Traffic:
                     self.upstream[str(r.status)] += 1
                 out.append(r)
                 if i == 0 and self.pids:
-                    self.owners[_socket_owner(self.px.port, c.sock.getsockname()[1],
+                    self.owners[harness.socket_owner(self.px.port, c.sock.getsockname()[1],
                                               self.pids)] += 1
         return out
 
